@@ -1,0 +1,92 @@
+"""Every SQL statement about clients, signing keys and revoked tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Client, RevokedToken, SigningKey
+from app.models.base import utcnow
+
+
+class ClientRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, client_id: str) -> Client | None:
+        return await self.session.get(Client, client_id)
+
+    async def add(self, client: Client) -> Client:
+        self.session.add(client)
+        await self.session.flush()
+        return client
+
+    async def list(self) -> list[Client]:
+        result = await self.session.scalars(select(Client).order_by(Client.created_at))
+        return list(result)
+
+    async def disabled_ids(self) -> list[str]:
+        result = await self.session.scalars(select(Client.client_id).where(Client.disabled))
+        return list(result)
+
+
+class KeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def all(self) -> list[SigningKey]:
+        result = await self.session.scalars(select(SigningKey).order_by(SigningKey.created_at))
+        return list(result)
+
+    async def add_active(self, key: SigningKey, *, retire_others: bool) -> None:
+        """Store ``key``; when rotating, retire every key that was active until now."""
+        if retire_others:
+            await self.session.execute(
+                update(SigningKey)
+                .where(SigningKey.retired_at.is_(None))
+                .values(retired_at=utcnow())
+            )
+        self.session.add(key)
+        await self.session.flush()
+
+    async def delete_retired_before(self, cutoff: datetime) -> None:
+        await self.session.execute(delete(SigningKey).where(SigningKey.retired_at < cutoff))
+
+
+class RevocationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, jti: str, client_id: str, expires_at: datetime) -> None:
+        """Record a revocation; revoking a token twice is not an error."""
+        values = {
+            "jti": jti,
+            "client_id": client_id,
+            "expires_at": expires_at,
+            "revoked_at": utcnow(),
+        }
+        bind = self.session.get_bind()
+        insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+        await self.session.execute(
+            insert(RevokedToken).values(**values).on_conflict_do_nothing(index_elements=["jti"])
+        )
+
+    async def fingerprint(self) -> tuple[int, int]:
+        """Row count and highest id: any new revocation changes one of them."""
+        row = (await self.session.execute(select(func.count(), func.max(RevokedToken.id)))).one()
+        return int(row[0]), int(row[1] or 0)
+
+    async def unexpired(self) -> list[tuple[str, datetime]]:
+        result = await self.session.execute(
+            select(RevokedToken.jti, RevokedToken.expires_at).where(
+                RevokedToken.expires_at > utcnow()
+            )
+        )
+        return [(row.jti, row.expires_at) for row in result]
+
+    async def purge_expired(self) -> None:
+        await self.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))

@@ -1,0 +1,251 @@
+"""OAuth 2.0 endpoints: token (RFC 6749 4.4), revocation (RFC 7009), introspection (RFC 7662),
+server metadata (RFC 8414) and the JWKS."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, unquote_plus
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.auth.schemas import (
+    SCOPES,
+    IntrospectionResponse,
+    OAuthErrorResponse,
+    TokenResponse,
+)
+from app.auth.service import ClientCredentials, OAuthError, OAuthService
+from app.dependencies import RuntimeDep, SessionDep
+from app.exceptions import BodyTooLargeError
+from app.responses import JSONResponse
+
+router = APIRouter(tags=["OAuth 2.0"])
+
+# A token request is a few hundred bytes; anything near this is not one.
+MAX_FORM_BYTES = 16_384
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _form_body(properties: dict[str, Any], required: list[str], example: dict[str, str]) -> Any:
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": schema, "example": example}
+            },
+        }
+    }
+
+
+_CLIENT_FIELDS = {
+    "client_id": {"type": "string", "description": "client_secret_post only"},
+    "client_secret": {
+        "type": "string",
+        "format": "password",
+        "description": "client_secret_post only",
+    },
+}
+_TOKEN_BODY = _form_body(
+    {
+        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+        "scope": {"type": "string", "description": "space-separated; default: all of the client's"},
+        **_CLIENT_FIELDS,
+    },
+    ["grant_type"],
+    {"grant_type": "client_credentials", "scope": "profiles:read"},
+)
+_TOKEN_PARAM_BODY = _form_body(
+    {"token": {"type": "string"}, "token_type_hint": {"type": "string"}, **_CLIENT_FIELDS},
+    ["token"],
+    {"token": "eyJ...", "token_type_hint": "access_token"},
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuthErrorResponse, "description": "invalid_request, invalid_scope, ..."},
+    401: {"model": OAuthErrorResponse, "description": "invalid_client"},
+    413: {"model": OAuthErrorResponse, "description": "the form is too large"},
+    429: {"model": OAuthErrorResponse, "description": "too many failed authentications"},
+}
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """Parse an urlencoded body strictly: UTF-8, each parameter at most once."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise OAuthError("invalid_request", "the form is too large", status_code=413)
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_FORM_BYTES:
+                raise OAuthError("invalid_request", "the form is too large", status_code=413)
+    except BodyTooLargeError as exc:
+        raise OAuthError("invalid_request", "the form is too large", status_code=413) from exc
+    try:
+        pairs = parse_qsl(
+            bytes(body).decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise OAuthError("invalid_request", "the form is not valid UTF-8 urlencoded data") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise OAuthError("invalid_request", f"parameter {name!r} is repeated")
+        form[name] = value
+    return form
+
+
+FormDep = Annotated[dict[str, str], Depends(read_form)]
+
+
+def client_credentials(request: Request, form: dict[str, str]) -> ClientCredentials | None:
+    """Read client_secret_basic or client_secret_post credentials, refusing a mix of both."""
+    header = request.headers.get("authorization")
+    form_id = form.get("client_id")
+    form_secret = form.get("client_secret")
+    if header:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise OAuthError("invalid_request", "the Authorization header must use Basic")
+        basic_failure = OAuthError(
+            "invalid_client",
+            "malformed Basic credentials",
+            status_code=401,
+            headers={"WWW-Authenticate": 'Basic realm="enrich", charset="UTF-8"'},
+        )
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError) as exc:
+            raise basic_failure from exc
+        raw_id, sep, raw_secret = decoded.partition(":")
+        if not sep or not raw_id:
+            raise basic_failure
+        # RFC 6749 2.3.1: both parts are form-urlencoded before they are joined and encoded.
+        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        if form_secret is not None:
+            raise OAuthError(
+                "invalid_request", "use one client authentication method, not Basic and the form"
+            )
+        if form_id is not None and form_id != client_id:
+            raise OAuthError("invalid_request", "client_id differs from the Basic credentials")
+        return ClientCredentials(client_id, secret, "client_secret_basic")
+    if form_id is None and form_secret is None:
+        return None
+    if not form_id or form_secret is None:
+        raise OAuthError(
+            "invalid_request", "client_secret_post needs both client_id and client_secret"
+        )
+    return ClientCredentials(form_id, form_secret, "client_secret_post")
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def oauth_service(runtime: RuntimeDep, session: SessionDep) -> OAuthService:
+    return OAuthService(session, runtime.issuer, runtime.verifier, runtime.throttle)
+
+
+ServiceDep = Annotated[OAuthService, Depends(oauth_service)]
+
+
+@router.post(
+    "/oauth/token",
+    response_model=TokenResponse,
+    responses=_ERRORS,
+    openapi_extra=_TOKEN_BODY,
+    summary="Issue an access token (client credentials)",
+)
+async def token(request: Request, form: FormDep, service: ServiceDep) -> JSONResponse:
+    """Issue an access token for the client_credentials grant (RFC 6749 section 4.4).
+
+    Authenticate with HTTP Basic (client_secret_basic) or with client_id and client_secret
+    form fields (client_secret_post). Optional `scope` narrows the grant; other form items
+    (such as `audience`) are ignored.
+    """
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise OAuthError("invalid_request", "grant_type is required")
+    credentials = client_credentials(request, form)
+    if grant_type != "client_credentials":
+        raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
+    client = await service.authenticate(credentials, client_address(request))
+    answer = service.issue(client, form.get("scope"))
+    return JSONResponse(answer.model_dump(), headers=NO_STORE)
+
+
+@router.post(
+    "/oauth/revoke",
+    responses={**_ERRORS, 200: {"description": "revoked, or nothing to revoke"}},
+    openapi_extra=_TOKEN_PARAM_BODY,
+    summary="Revoke an access token",
+)
+async def revoke(request: Request, form: FormDep, service: ServiceDep) -> Response:
+    """Revoke an access token (RFC 7009); every worker refuses it within a second.
+
+    Answers 200 for unknown, expired or foreign tokens too, so nothing leaks.
+    """
+    credentials = client_credentials(request, form)
+    caller = await service.authenticate(credentials, client_address(request))
+    token_value = form.get("token")
+    if not token_value:
+        raise OAuthError("invalid_request", "token is required")
+    await service.revoke(caller, token_value)
+    return Response(status_code=200, headers=NO_STORE)
+
+
+@router.post(
+    "/oauth/introspect",
+    response_model=IntrospectionResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    openapi_extra=_TOKEN_PARAM_BODY,
+    summary="Introspect an access token",
+)
+async def introspect(request: Request, form: FormDep, service: ServiceDep) -> JSONResponse:
+    """Tell whether a token is active (RFC 7662).
+
+    A client sees only its own tokens as active, unless it has the `admin` scope.
+    """
+    credentials = client_credentials(request, form)
+    caller = await service.authenticate(credentials, client_address(request))
+    token_value = form.get("token")
+    if not token_value:
+        raise OAuthError("invalid_request", "token is required")
+    answer = service.introspect(caller, token_value)
+    return JSONResponse(answer.model_dump(exclude_none=True), headers=NO_STORE)
+
+
+@router.get("/.well-known/oauth-authorization-server", summary="Authorization server metadata")
+async def metadata(runtime: RuntimeDep) -> dict[str, Any]:
+    """Describe this authorization server (RFC 8414)."""
+    base = runtime.settings.public_url.rstrip("/")
+    methods = ["client_secret_basic", "client_secret_post"]
+    return {
+        "issuer": runtime.issuer.issuer,
+        "token_endpoint": f"{base}/oauth/token",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint_auth_methods_supported": methods,
+        "introspection_endpoint_auth_methods_supported": methods,
+        "scopes_supported": list(SCOPES),
+    }
+
+
+@router.get("/.well-known/jwks.json", summary="Token signing keys (JWKS)")
+async def jwks(runtime: RuntimeDep) -> JSONResponse:
+    """Public keys of the access-token signers, each with its `kid`."""
+    return JSONResponse(runtime.keyring.jwks(), headers={"Cache-Control": "max-age=300"})

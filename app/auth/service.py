@@ -1,0 +1,295 @@
+"""OAuth rules: client secrets, client authentication, tokens, revocation and introspection."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.repository import ClientRepository, KeyRepository, RevocationRepository
+from app.auth.schemas import SCOPES, IntrospectionResponse, TokenResponse
+from app.auth.tokens import (
+    InvalidTokenError,
+    KeyRing,
+    TokenIssuer,
+    TokenVerifier,
+    expires_at,
+    new_signing_key,
+)
+from app.cache import Cache
+from app.exceptions import AppError, NotFoundError
+from app.models import Client
+from app.models.base import utcnow
+
+SECRET_SCHEME = "sha256"
+
+
+class OAuthError(AppError):
+    """An RFC 6749 section 5.2 error, rendered as ``{"error", "error_description"}``."""
+
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        *,
+        status_code: int = 400,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(description, status_code=status_code, code=error, headers=headers)
+
+
+def generate_client_id() -> str:
+    return "enr_" + secrets.token_hex(12)
+
+
+def generate_secret() -> str:
+    """256 random bits, URL-safe: nothing to escape in Basic auth or a form."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    # Secrets are 256 random bits, never chosen by people, so there is no dictionary to slow
+    # down: a plain SHA-256 is as strong as a password hash here and costs microseconds.
+    return f"{SECRET_SCHEME}${hashlib.sha256(secret.encode()).hexdigest()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret).encode(), stored.encode())
+
+
+# Compared against when the client is unknown, so both failures take the same path.
+_DUMMY_HASH = hash_secret(generate_secret())
+
+
+def parse_scopes(raw: str) -> list[str]:
+    scopes = sorted(set(raw.split()))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise AppError(
+            f"unknown scope(s): {', '.join(unknown)}; known: {', '.join(SCOPES)}",
+            code="invalid_scope",
+        )
+    return scopes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    client_id: str
+    client_secret: str
+    method: str  # "client_secret_basic" or "client_secret_post"
+
+
+class ClientService:
+    """Client administration (the CLI, and later an admin API)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.clients = ClientRepository(session)
+
+    async def create(
+        self,
+        name: str,
+        scopes: str,
+        *,
+        client_id: str | None = None,
+        secret: str | None = None,
+    ) -> tuple[Client, str]:
+        scope_list = parse_scopes(scopes)
+        if not scope_list:
+            raise AppError("a client needs at least one scope", code="invalid_scope")
+        secret = secret or generate_secret()
+        client = Client(
+            client_id=client_id or generate_client_id(),
+            name=name,
+            secret_hash=hash_secret(secret),
+            scopes=" ".join(scope_list),
+            disabled=False,
+            created_at=utcnow(),
+        )
+        await self.clients.add(client)
+        return client, secret
+
+    async def get(self, client_id: str) -> Client:
+        client = await self.clients.get(client_id)
+        if client is None:
+            raise NotFoundError(f"no client {client_id}")
+        return client
+
+    async def rotate(self, client_id: str) -> tuple[Client, str]:
+        """Give the client a new secret; the old one stops working, issued tokens stay valid."""
+        client = await self.get(client_id)
+        secret = generate_secret()
+        client.secret_hash = hash_secret(secret)
+        client.rotated_at = utcnow()
+        return client, secret
+
+    async def disable(self, client_id: str) -> Client:
+        """Refuse the client's credentials and, within a second, all its issued tokens."""
+        client = await self.get(client_id)
+        if not client.disabled:
+            client.disabled = True
+            client.disabled_at = utcnow()
+        return client
+
+    async def list(self) -> list[Client]:
+        return await self.clients.list()
+
+
+class AuthFailureThrottle:
+    """Counts failed client authentications per client_id and per source address."""
+
+    def __init__(
+        self, cache: Cache, per_client: int, per_address: int, window_seconds: int
+    ) -> None:
+        self.cache = cache
+        self.per_client = per_client
+        self.per_address = per_address
+        self.window = window_seconds
+
+    @staticmethod
+    def _keys(client_id: str, address: str) -> tuple[str, str]:
+        digest = hashlib.sha256(client_id.encode()).hexdigest()[:32]
+        return f"authfail:c:{digest}", f"authfail:a:{address}"
+
+    async def check(self, client_id: str, address: str) -> None:
+        client_key, address_key = self._keys(client_id, address)
+        client_count, address_count = await self.cache.counts(client_key, address_key)
+        blocked = None
+        if client_count >= self.per_client:
+            blocked = client_key
+        elif address_count >= self.per_address:
+            blocked = address_key
+        if blocked is not None:
+            retry_after = max(1, await self.cache.ttl(blocked))
+            raise OAuthError(
+                "too_many_requests",
+                "too many failed authentications; retry later",
+                status_code=429,
+                headers={"Retry-After": str(retry_after)},
+            )
+
+    async def failed(self, client_id: str, address: str) -> None:
+        client_key, address_key = self._keys(client_id, address)
+        await self.cache.incr(client_key, self.window)
+        await self.cache.incr(address_key, self.window)
+
+
+class OAuthService:
+    """The token, revocation and introspection endpoints' rules."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        issuer: TokenIssuer,
+        verifier: TokenVerifier,
+        throttle: AuthFailureThrottle,
+    ) -> None:
+        self.clients = ClientRepository(session)
+        self.revocations = RevocationRepository(session)
+        self.issuer = issuer
+        self.verifier = verifier
+        self.throttle = throttle
+
+    async def authenticate(self, credentials: ClientCredentials | None, address: str) -> Client:
+        """Return the client, or fail the same way for an unknown client and a wrong secret."""
+        if credentials is None:
+            raise OAuthError(
+                "invalid_client",
+                "client authentication is required (HTTP Basic or client_id/client_secret)",
+                status_code=401,
+            )
+        await self.throttle.check(credentials.client_id, address)
+        client = await self.clients.get(credentials.client_id)
+        valid = verify_secret(
+            credentials.client_secret, client.secret_hash if client else _DUMMY_HASH
+        )
+        if client is None or not valid or client.disabled:
+            await self.throttle.failed(credentials.client_id, address)
+            headers = None
+            if credentials.method == "client_secret_basic":
+                headers = {"WWW-Authenticate": 'Basic realm="enrich", charset="UTF-8"'}
+            raise OAuthError(
+                "invalid_client", "client authentication failed", status_code=401, headers=headers
+            )
+        return client
+
+    def issue(self, client: Client, requested_scope: str | None) -> TokenResponse:
+        allowed = client.scope_set
+        if not allowed:
+            raise OAuthError("unauthorized_client", "the client has no scopes to grant")
+        if requested_scope is None or not requested_scope.strip():
+            granted = sorted(allowed)
+        else:
+            requested = set(requested_scope.split())
+            outside = requested - allowed
+            if outside:
+                raise OAuthError(
+                    "invalid_scope",
+                    f"scope not granted to this client: {' '.join(sorted(outside))}",
+                )
+            granted = sorted(requested)
+        token, claims = self.issuer.issue(client.client_id, granted)
+        return TokenResponse(
+            access_token=token,
+            token_type="Bearer",
+            expires_in=int(claims["exp"]) - int(claims["iat"]),
+            scope=claims["scope"],
+        )
+
+    async def revoke(self, caller: Client, token: str) -> None:
+        """Revoke a token of the caller's (any token for ``admin``); unknown tokens are ignored."""
+        try:
+            principal = self.verifier.verify(token)
+        except InvalidTokenError:
+            return  # RFC 7009 2.2: invalid, expired or already revoked tokens are not errors
+        if principal.client_id != caller.client_id and "admin" not in caller.scope_set:
+            return  # not the caller's: do nothing, and do not tell it whether the token exists
+        await self.revocations.add(principal.jti, principal.client_id, expires_at(principal.claims))
+        self.verifier.revoked.add(principal.jti, principal.exp)
+
+    def introspect(self, caller: Client, token: str) -> IntrospectionResponse:
+        try:
+            principal = self.verifier.verify(token)
+        except InvalidTokenError:
+            return IntrospectionResponse(active=False)
+        if principal.client_id != caller.client_id and "admin" not in caller.scope_set:
+            return IntrospectionResponse(active=False)
+        claims: dict[str, Any] = principal.claims
+        return IntrospectionResponse(
+            active=True,
+            scope=claims.get("scope", ""),
+            client_id=principal.client_id,
+            token_type="Bearer",
+            exp=principal.exp,
+            iat=principal.iat,
+            nbf=claims.get("nbf"),
+            sub=claims.get("sub"),
+            aud=claims.get("aud"),
+            iss=claims.get("iss"),
+            jti=principal.jti,
+        )
+
+
+class KeyService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.keys = KeyRepository(session)
+
+    async def ensure_active(self, algorithm: str) -> None:
+        """Create the first signing key on first start."""
+        rows = await self.keys.all()
+        if not any(row.retired_at is None for row in rows):
+            await self.keys.add_active(new_signing_key(algorithm), retire_others=False)
+
+    async def rotate(self, algorithm: str, token_ttl: int) -> str:
+        """Make a new key active; keys retired over two lifetimes ago are dropped."""
+        key = new_signing_key(algorithm)
+        await self.keys.add_active(key, retire_others=True)
+        await self.keys.delete_retired_before(utcnow() - timedelta(seconds=2 * token_ttl + 600))
+        return key.kid
+
+    async def load_into(self, keyring: KeyRing) -> None:
+        keyring.load(await self.keys.all())

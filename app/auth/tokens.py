@@ -1,0 +1,302 @@
+"""Access tokens: RFC 9068 JWTs signed with keys every replica reads from the database.
+
+The verifier keeps each token it has verified until the token expires, so a token costs one
+signature check per process; revocations and disabled clients reach it through a background
+poll (see ``revocations.py``), never through a round trip on the request path.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+
+from app.models import SigningKey
+
+TOKEN_TYPE = "at+jwt"
+# A token of this many bytes is garbage: refuse it before any parsing.
+MAX_TOKEN_BYTES = 4096
+
+
+class InvalidTokenError(Exception):
+    """The token cannot be used; the message says why (safe to show the caller)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the verified claims of an access token."""
+
+    client_id: str
+    scopes: frozenset[str]
+    jti: str
+    exp: int
+    iat: int
+    claims: dict[str, Any] = field(compare=False, repr=False)
+
+
+def new_signing_key(algorithm: str) -> SigningKey:
+    """Generate a key pair; the private half is stored as PEM, the public half as a JWK."""
+    private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if algorithm == "EdDSA":
+        private = ed25519.Ed25519PrivateKey.generate()
+        jwk = OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    elif algorithm == "ES256":
+        private = ec.generate_private_key(ec.SECP256R1())
+        jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    else:  # pragma: no cover - the settings only allow the two above
+        raise ValueError(f"unsupported signing algorithm {algorithm}")
+    kid = datetime.now(UTC).strftime("%Y%m%d") + "-" + secrets.token_hex(4)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    jwk.update({"kid": kid, "use": "sig", "alg": algorithm})
+    return SigningKey(kid=kid, algorithm=algorithm, private_pem=pem, public_jwk=jwk)
+
+
+@dataclass(slots=True)
+class _LoadedKey:
+    kid: str
+    algorithm: str
+    private: Any
+    public: Any
+    jwk: dict[str, str]
+    usable_until: float | None  # epoch seconds; None while the key is active
+
+
+class KeyRing:
+    """The signing keys this process knows: the newest signs, every unexpired one verifies."""
+
+    def __init__(self, token_ttl: int, grace_seconds: float) -> None:
+        self.token_ttl = token_ttl
+        self.grace = grace_seconds
+        self._keys: dict[str, _LoadedKey] = {}
+        self._active: _LoadedKey | None = None
+
+    def load(self, rows: list[SigningKey]) -> None:
+        """Replace the ring with ``rows`` (every key row in the database)."""
+        keys: dict[str, _LoadedKey] = {}
+        active: _LoadedKey | None = None
+        now = time.time()
+        for row in sorted(rows, key=lambda r: r.created_at):
+            until = None
+            if row.retired_at is not None:
+                until = row.retired_at.timestamp() + self.token_ttl + self.grace
+                if until < now:
+                    continue
+            existing = self._keys.get(row.kid)
+            if existing is not None:
+                existing.usable_until = until
+                loaded = existing
+            else:
+                private = serialization.load_pem_private_key(row.private_pem.encode(), None)
+                loaded = _LoadedKey(
+                    row.kid, row.algorithm, private, private.public_key(), row.public_jwk, until
+                )
+            keys[row.kid] = loaded
+            if until is None:
+                active = loaded  # rows are sorted oldest first: the newest active key wins
+        self._keys = keys
+        self._active = active
+
+    @property
+    def active_kid(self) -> str | None:
+        return self._active.kid if self._active else None
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [dict(k.jwk) for k in self._keys.values()]}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        key = self._active
+        if key is None:
+            raise RuntimeError("no active signing key")
+        return jwt.encode(
+            claims,
+            key.private,
+            algorithm=key.algorithm,
+            headers={"kid": key.kid, "typ": TOKEN_TYPE},
+        )
+
+    def verification_key(self, kid: str) -> _LoadedKey | None:
+        key = self._keys.get(kid)
+        if key is None:
+            return None
+        if key.usable_until is not None and key.usable_until < time.time():
+            return None
+        return key
+
+    def algorithms(self) -> list[str]:
+        return sorted({k.algorithm for k in self._keys.values()})
+
+
+class TokenIssuer:
+    def __init__(self, keyring: KeyRing, issuer: str, audience: str, ttl: int) -> None:
+        self.keyring = keyring
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+
+    def issue(self, client_id: str, scopes: list[str]) -> tuple[str, dict[str, Any]]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": client_id,
+            "client_id": client_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.ttl,
+            "jti": uuid.uuid4().hex,
+            "scope": " ".join(scopes),
+        }
+        return self.keyring.sign(claims), claims
+
+
+class TokenVerifier:
+    """Verify access tokens; each token's signature is checked once per process."""
+
+    def __init__(
+        self,
+        keyring: KeyRing,
+        issuer: str,
+        audience: str,
+        revoked: RevocationView,
+        max_cached: int = 200_000,
+    ) -> None:
+        self.keyring = keyring
+        self.issuer = issuer
+        self.audience = audience
+        self.revoked = revoked
+        self.max_cached = max_cached
+        self._verified: dict[str, Principal] = {}
+
+    def cached(self, token: str) -> Principal | None:
+        """The hot path: a token seen before, still unexpired and not revoked."""
+        principal = self._verified.get(token)
+        if principal is None:
+            return None
+        if principal.exp <= time.time():
+            self._verified.pop(token, None)
+            raise InvalidTokenError("the access token has expired")
+        if self.revoked.is_revoked(principal):
+            raise InvalidTokenError("the access token has been revoked")
+        return principal
+
+    def kid_of(self, token: str) -> str:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidTokenError("the access token is malformed")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError("the access token is malformed") from exc
+        typ = str(header.get("typ", "")).lower()
+        if typ not in (TOKEN_TYPE, "application/" + TOKEN_TYPE):
+            raise InvalidTokenError("the token is not an access token (typ must be at+jwt)")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise InvalidTokenError("the access token names no signing key")
+        return kid
+
+    def verify(self, token: str, *, verify_exp: bool = True) -> Principal:
+        """Check signature, typ, iss, aud, exp and revocation; raise InvalidTokenError."""
+        principal = self._verified.get(token) if verify_exp else None
+        if principal is not None:
+            cached = self.cached(token)
+            assert cached is not None
+            return cached
+        kid = self.kid_of(token)
+        key = self.keyring.verification_key(kid)
+        if key is None:
+            raise InvalidTokenError("the access token is signed by an unknown key")
+        try:
+            claims = jwt.decode(
+                token,
+                key.public,
+                algorithms=[key.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={
+                    "require": ["exp", "iat", "iss", "aud", "sub", "jti", "client_id"],
+                    "verify_exp": verify_exp,
+                },
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidTokenError("the access token has expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise InvalidTokenError("the access token is for another audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise InvalidTokenError("the access token is from another issuer") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError("the access token is invalid") from exc
+        principal = Principal(
+            client_id=str(claims["client_id"]),
+            scopes=frozenset(str(claims.get("scope", "")).split()),
+            jti=str(claims["jti"]),
+            exp=int(claims["exp"]),
+            iat=int(claims["iat"]),
+            claims=claims,
+        )
+        if self.revoked.is_revoked(principal):
+            raise InvalidTokenError("the access token has been revoked")
+        if verify_exp:
+            self._remember(token, principal)
+        return principal
+
+    def _remember(self, token: str, principal: Principal) -> None:
+        if len(self._verified) >= self.max_cached:
+            now = time.time()
+            self._verified = {t: p for t, p in self._verified.items() if p.exp > now}
+            if len(self._verified) >= self.max_cached:
+                self._verified.clear()
+        self._verified[token] = principal
+
+
+class RevocationView:
+    """What this process knows of revoked tokens and disabled clients."""
+
+    def __init__(self) -> None:
+        self.jtis: dict[str, float] = {}  # jti -> exp (epoch), pruned after expiry
+        self.disabled_clients: frozenset[str] = frozenset()
+        self.last_id = 0
+
+    def is_revoked(self, principal: Principal) -> bool:
+        return principal.jti in self.jtis or principal.client_id in self.disabled_clients
+
+    def add(self, jti: str, exp: float) -> None:
+        self.jtis[jti] = exp
+
+    def prune(self) -> None:
+        now = time.time()
+        self.jtis = {j: e for j, e in self.jtis.items() if e > now}
+
+
+def expires_at(claims: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(int(claims["exp"]), UTC)
+
+
+def grace_for(key_refresh_seconds: float) -> float:
+    """How long past one token lifetime a retired key keeps verifying (clock and poll slack)."""
+    return 60.0 + 2 * key_refresh_seconds
+
+
+__all__ = [
+    "InvalidTokenError",
+    "KeyRing",
+    "Principal",
+    "RevocationView",
+    "TokenIssuer",
+    "TokenVerifier",
+    "expires_at",
+    "grace_for",
+    "new_signing_key",
+]

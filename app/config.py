@@ -1,0 +1,95 @@
+"""Service settings: every knob is an ``ENRICH_*`` environment variable (or a line in ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/enrich.db"
+
+
+class Settings(BaseSettings):
+    """One settings object for the API, the CLI and the migrations."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENRICH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where the service runs and how it names itself.
+    environment: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Storage. The defaults are the embedded mode: an SQLite file and an in-process cache.
+    database_url: str = DEFAULT_SQLITE_URL
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=2.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=2000, ge=0)
+    redis_url: SecretStr | None = None
+    redis_prefix: str = "enrich:"
+    redis_connect_timeout: float = Field(default=0.1, gt=0)
+    redis_socket_timeout: float = Field(default=0.1, gt=0)
+
+    # OAuth 2.0 and tokens.
+    issuer: str | None = None
+    audience: str = "enrich"
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    signing_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    key_refresh_seconds: float = Field(default=5.0, gt=0)
+    revocation_poll_seconds: float = Field(default=0.5, gt=0, le=1.0)
+    auth_max_failures_per_client: int = Field(default=10, ge=1)
+    auth_max_failures_per_address: int = Field(default=50, ge=1)
+    auth_failure_window_seconds: int = Field(default=60, ge=1)
+
+    # Request handling.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    bulk_max_body_bytes: int = Field(default=64 * 1_048_576, ge=1024)
+    bulk_max_records: int = Field(default=10_000, ge=1)
+    enrich_max_chars: int = Field(default=8000, ge=500)
+    default_phone_region: str = "US"
+    log_level: str = "INFO"
+    log_format: Literal["json", "console", "auto"] = "auto"
+
+    # Where the migrations live (found automatically when unset).
+    migrations_dir: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept the usual URL spellings and pick the async driver for them."""
+        for plain, driver in (
+            ("postgres://", "postgresql+asyncpg://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if value.startswith(plain):
+                return driver + value[len(plain) :]
+        return value
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _upper_region(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def token_issuer(self) -> str:
+        return (self.issuer or self.public_url).rstrip("/")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def redis_dsn(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

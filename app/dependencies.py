@@ -1,0 +1,123 @@
+"""Request dependencies: the runtime, the transaction, the caller and its scopes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
+from fastapi.security import OAuth2
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.schemas import SCOPES
+from app.auth.tokens import InvalidTokenError, Principal
+from app.exceptions import AppError
+from app.state import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed before the response is sent, else rolled back."""
+    async with runtime.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+class BearerError(AppError):
+    """RFC 6750 errors: 401 invalid_token, 403 insufficient_scope, with WWW-Authenticate."""
+
+    def __init__(
+        self, status_code: int, error: str | None, description: str, scope: str | None = None
+    ) -> None:
+        challenge = 'Bearer realm="enrich"'
+        if error:
+            challenge += f', error="{error}", error_description="{description}"'
+        if scope:
+            challenge += f', scope="{scope}"'
+        super().__init__(
+            description,
+            status_code=status_code,
+            code=error or "unauthorized",
+            headers={"WWW-Authenticate": challenge},
+        )
+
+
+class BearerToken(OAuth2):
+    """Reads ``Authorization: Bearer``; documents the client-credentials flow in OpenAPI."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            flows=OAuthFlows(
+                clientCredentials=OAuthFlowClientCredentials(tokenUrl="/oauth/token", scopes=SCOPES)
+            ),
+            scheme_name="OAuth2",
+            description="OAuth 2.0 client credentials: fetch a token at /oauth/token.",
+            auto_error=False,
+        )
+
+    async def __call__(self, request: Request) -> str | None:
+        header = request.headers.get("authorization")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise BearerError(401, "invalid_request", "expected an Authorization: Bearer token")
+        return token.strip()
+
+
+bearer_token = BearerToken()
+
+
+async def authenticate(runtime: Runtime, token: str) -> Principal:
+    """Verify ``token``; a token this process verified before costs a dictionary lookup."""
+    verifier = runtime.verifier
+    try:
+        principal = verifier.cached(token)
+        if principal is not None:
+            return principal
+        kid = verifier.kid_of(token)
+        if runtime.keyring.verification_key(kid) is None:
+            await runtime.auth_sync.reload_keys()
+        return verifier.verify(token)
+    except InvalidTokenError as exc:
+        raise BearerError(401, "invalid_token", str(exc)) from exc
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that returns the caller, or answers 401/403 per RFC 6750."""
+
+    async def dependency(
+        runtime: RuntimeDep,
+        token: Annotated[str | None, Security(bearer_token, scopes=[scope])],
+    ) -> Principal:
+        if token is None:
+            raise BearerError(401, None, "an access token is required")
+        principal = await authenticate(runtime, token)
+        if scope not in principal.scopes:
+            raise BearerError(
+                403, "insufficient_scope", f"the token lacks the {scope} scope", scope=scope
+            )
+        return principal
+
+    return dependency
+
+
+ProfilesRead = Annotated[Principal, Depends(require_scope("profiles:read"))]
+ProfilesWrite = Annotated[Principal, Depends(require_scope("profiles:write"))]
+EventsWrite = Annotated[Principal, Depends(require_scope("events:write"))]
+AdminDep = Annotated[Principal, Depends(require_scope("admin"))]

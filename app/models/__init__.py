@@ -1,0 +1,16 @@
+"""All ORM tables, imported here so Alembic sees every one of them."""
+
+from app.models.auth import Client, RevokedToken, SigningKey
+from app.models.base import Base
+from app.models.profiles import Event, Identifier, ProcessedEvent, Profile
+
+__all__ = [
+    "Base",
+    "Client",
+    "Event",
+    "Identifier",
+    "ProcessedEvent",
+    "Profile",
+    "RevokedToken",
+    "SigningKey",
+]

@@ -1,0 +1,69 @@
+"""Profiles, their identifiers, and the events that update them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, Numeric, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, utcnow
+
+
+class Profile(Base):
+    __tablename__ = "profiles"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    traits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    segments: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # Metrics other than the four below, as the CRM sent them.
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    recommendations: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    source: Mapped[str | None] = mapped_column(String(100), default=None)
+    # Event-driven metrics live in columns so that purchases update them atomically in SQL.
+    order_count: Mapped[int | None] = mapped_column(Integer, default=None)
+    lifetime_value: Mapped[Decimal | None] = mapped_column(Numeric(20, 4), default=None)
+    last_order_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_event_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Identifier(Base):
+    __tablename__ = "identifiers"
+
+    type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(320), primary_key=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+
+    __table_args__ = (Index("ix_identifiers_profile_id", "profile_id"),)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+    __table_args__ = (Index("ix_events_profile_id", "profile_id"),)
+
+
+class ProcessedEvent(Base):
+    """Every event_id ever accepted; survives erasure so a retried event stays a duplicate."""
+
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -20,9 +20,12 @@ from app.cache import create_cache
 from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
 from app.dependencies import RuntimeDep
+from app.enrich.router import router as enrich_router
+from app.events.router import router as events_router
 from app.exceptions import install_handlers
 from app.logging import configure_logging
 from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.profiles.router import router as profiles_router
 from app.responses import JSONResponse
 from app.state import Runtime
 
@@ -120,6 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(auth_router)
+    app.include_router(enrich_router)
+    app.include_router(profiles_router)
+    app.include_router(events_router)
     app.include_router(ops_router())
     app.add_middleware(
         BodyLimitMiddleware,

@@ -1,0 +1,198 @@
+"""The enrich answer: resolve the first matching identifier, trim to the fields, cap the size.
+
+The answer is built once as serialized bytes (what a cache stores and serves as they are).
+``lookup`` is the one step that touches the database; a cache wraps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.exceptions import AppError
+from app.models import Profile
+from app.profiles.documents import metrics_view
+from app.profiles.identity import Key, is_absent
+from app.profiles.repository import ProfileRepository
+from app.profiles.schemas import iso
+from app.state import Runtime
+
+ROOTS = ("traits", "metrics", "segments", "recommendations")
+# Always in the answer; naming them in `fields` is allowed and changes nothing.
+FIXED = ("found", "matched", "profile_id", "updated_at", "stale")
+MAX_FIELDS = 100
+MAX_FIELD_LENGTH = 200
+
+
+class FieldsError(AppError):
+    status_code = 422
+    code = "invalid_fields"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What goes inside traits, metrics, segments and recommendations (``None``: everything)."""
+
+    paths: dict[str, list[tuple[str, ...]]] | None = None
+    whole: frozenset[str] = field(default_factory=frozenset)
+
+    def wants(self, root: str) -> bool:
+        return self.paths is None or root in self.whole or bool(self.paths.get(root))
+
+
+EVERYTHING = Selection()
+
+
+def parse_fields(raw: Sequence[str] | str | None) -> Selection:
+    """Read ``fields`` (a list or a comma-separated string); placeholders count as absent."""
+    if raw is None:
+        return EVERYTHING
+    items = raw.split(",") if isinstance(raw, str) else [p for r in raw for p in r.split(",")]
+    items = [item.strip() for item in items if not is_absent(item)]
+    if not items:
+        return EVERYTHING
+    if len(items) > MAX_FIELDS:
+        raise FieldsError(f"at most {MAX_FIELDS} fields")
+    paths: dict[str, list[tuple[str, ...]]] = {root: [] for root in ROOTS}
+    whole: set[str] = set()
+    for item in items:
+        parts = tuple(part.strip() for part in item[:MAX_FIELD_LENGTH].split("."))
+        root = parts[0].lower()
+        if root in FIXED and len(parts) == 1:
+            continue
+        if root not in ROOTS or not all(parts):
+            raise FieldsError(
+                f"unknown field {item[:60]!r}: use traits, traits.<name>, metrics, "
+                "metrics.<name>, segments or recommendations"
+            )
+        if len(parts) == 1:
+            whole.add(root)
+        elif root in ("segments", "recommendations"):
+            raise FieldsError(f"{root} is a list: select it whole, without a .<name>")
+        else:
+            paths[root].append(parts[1:])
+    return Selection(paths, frozenset(whole))
+
+
+def _pick(source: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """The parts of ``source`` the dot paths name, nested as they were."""
+    picked: dict[str, Any] = {}
+    made = {id(picked)}  # containers built here; anything else is the profile's own value
+    # Shorter paths first: once `traits.address` is in, `traits.address.city` is covered.
+    for path in sorted(set(paths), key=len):
+        value: Any = source
+        for part in path:
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            target = picked
+            for part in path[:-1]:
+                child = target.get(part)
+                if child is None:
+                    child = target[part] = {}
+                    made.add(id(child))
+                elif id(child) not in made:
+                    break
+                target = child
+            else:
+                target[path[-1]] = value
+    return picked
+
+
+def _select(root: str, value: Any, selection: Selection) -> Any:
+    if selection.paths is None or root in selection.whole:
+        return value
+    if root in ("segments", "recommendations"):
+        return []
+    return _pick(value, selection.paths[root])
+
+
+def answer_document(match: tuple[Key, Profile] | None, selection: Selection) -> dict[str, Any]:
+    """The answer as a dict, the same top-level keys whether a profile matched or not."""
+    if match is None:
+        return {
+            "found": False,
+            "matched": None,
+            "profile_id": None,
+            "traits": {},
+            "segments": [],
+            "metrics": {},
+            "recommendations": [],
+            "updated_at": None,
+            "stale": False,
+        }
+    key, profile = match
+    return {
+        "found": True,
+        "matched": key[0],
+        "profile_id": str(profile.id),
+        "traits": _select("traits", profile.traits or {}, selection),
+        "segments": _select("segments", profile.segments or [], selection),
+        "metrics": _select("metrics", metrics_view(profile), selection),
+        "recommendations": _select("recommendations", profile.recommendations or [], selection),
+        "updated_at": iso(profile.updated_at),
+        "stale": False,
+    }
+
+
+def _chars(body: bytes) -> int:
+    return len(body) if body.isascii() else len(body.decode())
+
+
+# Cut in this order until the answer fits: lists from the end, then keys in sorted order.
+CUT_ORDER = ("recommendations", "segments", "traits", "metrics")
+
+
+def _shrunk(value: list[Any] | dict[str, Any], keep: int) -> list[Any] | dict[str, Any]:
+    if isinstance(value, list):
+        return value[:keep]
+    kept = set(sorted(value)[:keep])
+    return {name: item for name, item in value.items() if name in kept}
+
+
+def fit(answer: dict[str, Any], max_chars: int) -> bytes:
+    """Serialize; when over ``max_chars`` characters, cut deterministically and mark it."""
+    body = orjson.dumps(answer)
+    if _chars(body) <= max_chars:
+        return body
+    answer["truncated"] = True
+    for name in CUT_ORDER:
+        original = answer[name]
+        answer[name] = _shrunk(original, 0)
+        body = orjson.dumps(answer)
+        if _chars(body) > max_chars:
+            continue  # even empty it does not fit: cut the next one too
+        # Binary search for the longest prefix that fits (size grows with the prefix).
+        low, high, best = 1, len(original), body
+        while low <= high:
+            middle = (low + high) // 2
+            answer[name] = _shrunk(original, middle)
+            candidate = orjson.dumps(answer)
+            if _chars(candidate) <= max_chars:
+                best, low = candidate, middle + 1
+            else:
+                high = middle - 1
+        return best
+    return body
+
+
+def render(match: tuple[Key, Profile] | None, selection: Selection, max_chars: int) -> bytes:
+    return fit(answer_document(match, selection), max_chars)
+
+
+async def lookup(runtime: Runtime, keys: Sequence[Key]) -> tuple[Key, Profile] | None:
+    """The profile of the first key that has one (one query; no session when no keys)."""
+    if not keys:
+        return None
+    async with runtime.sessionmaker() as session:
+        return await ProfileRepository(session).first_match(keys)
+
+
+async def enrich(runtime: Runtime, keys: Sequence[Key], selection: Selection) -> bytes:
+    """The serialized answer for ``keys`` (the unit a cache wraps)."""
+    match = await lookup(runtime, keys)
+    return render(match, selection, runtime.settings.enrich_max_chars)

@@ -1,0 +1,246 @@
+"""The set-based bulk upsert engine behind the bulk endpoint, ``enrich import`` and the demo.
+
+One call upserts a batch in a handful of statements, whatever its size: resolve every
+identifier at once, decide each record's fate in Python, then write the new profiles, the new
+identifiers and the changed profiles in one statement each (COPY on PostgreSQL). The rules are
+the PUT's: a record whose identifiers match nothing creates a profile; one that matches a
+single profile replaces its traits, segments, metrics, recommendations and source, sets the
+event-driven metrics only where it names them, and adds identifiers (never removes any); one
+whose identifiers belong to two profiles fails. A record that would change nothing leaves the
+profile alone (no new version), so loading the same data twice is a no-op. Records of one
+batch are applied in order: two that share an identifier land on the same profile, the later
+one winning. The engine never commits; its caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.profiles.documents import PreparedProfile, prepare
+from app.profiles.identity import IdentifierError, Key
+from app.profiles.schemas import ProfileDocument
+
+Status = Literal["created", "updated", "unchanged", "failed"]
+# A concurrent writer can take an identifier between our read and our write; the batch then
+# starts over from a savepoint and sees that writer's result.
+ATTEMPTS = 4
+NO_IDENTIFIERS = "a profile needs at least one identifier"
+
+
+@dataclass
+class RecordOutcome:
+    index: int
+    status: Status
+    error: str | None = None
+
+
+@dataclass
+class BulkResult:
+    created: int
+    updated: int
+    unchanged: int
+    failed: int
+    results: list[RecordOutcome]
+    # Every identifier of every created or updated profile: the cache entries to drop.
+    changed_keys: list[Key]
+
+
+@dataclass
+class Target:
+    """One profile the batch writes: its final content and the identifiers it gains."""
+
+    profile_id: uuid.UUID
+    is_new: bool
+    content: PreparedProfile
+    columns: dict[str, Any]
+    new_keys: list[Key] = field(default_factory=list)
+
+    @property
+    def final(self) -> PreparedProfile:
+        """The content with the event metrics of every record for this profile merged."""
+        content = self.content
+        return PreparedProfile(
+            keys=content.keys,
+            traits=content.traits,
+            segments=content.segments,
+            metrics=content.metrics,
+            recommendations=content.recommendations,
+            source=content.source,
+            columns=self.columns,
+        )
+
+
+@dataclass
+class Plan:
+    targets: dict[uuid.UUID, Target]
+    # (record index, profile it lands on, whether it is the record that creates that profile)
+    landings: list[tuple[int, uuid.UUID, bool]]
+    failures: list[RecordOutcome]
+
+    @property
+    def created(self) -> list[Target]:
+        return [t for t in self.targets.values() if t.is_new]
+
+    @property
+    def existing(self) -> list[Target]:
+        return [t for t in self.targets.values() if not t.is_new]
+
+
+class Store(Protocol):
+    """The statements of one backend (app/ingest/store_pg.py, app/ingest/store_sqlite.py)."""
+
+    async def owners(self, keys: Sequence[Key]) -> dict[Key, uuid.UUID]: ...
+
+    async def lock(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Lock the profiles about to be updated; return the ones that still exist."""
+        ...
+
+    async def write(self, plan: Plan) -> set[uuid.UUID]:
+        """Insert, add identifiers, update; return the existing profiles that changed."""
+        ...
+
+    async def keys_of(self, ids: Sequence[uuid.UUID]) -> list[Key]: ...
+
+
+class Retry(Exception):
+    """The data moved under the batch; start it over."""
+
+
+async def upsert_documents(
+    session: AsyncSession, documents: list[tuple[int, ProfileDocument]], *, region: str
+) -> BulkResult:
+    """Upsert validated documents; ``index`` is the caller's record number, echoed back."""
+    items: list[tuple[int, PreparedProfile | str]] = []
+    for index, document in documents:
+        try:
+            items.append((index, prepare(document, region)))
+        except IdentifierError as exc:
+            items.append((index, exc.message))
+    return await upsert_prepared(session, items)
+
+
+async def upsert_prepared(
+    session: AsyncSession, items: Sequence[tuple[int, PreparedProfile | str]]
+) -> BulkResult:
+    """Upsert prepared records; a string in place of a record is that record's error."""
+    failures = [RecordOutcome(i, "failed", item) for i, item in items if isinstance(item, str)]
+    records = [(i, item) for i, item in items if not isinstance(item, str)]
+    store = await _store(session)
+    for attempt in range(ATTEMPTS):
+        try:
+            plan, changed, keys = await _attempt(session, store, records)
+            break
+        except Retry:
+            if attempt == ATTEMPTS - 1:
+                raise
+    plan.failures.extend(failures)
+    return _result(plan, changed, keys)
+
+
+async def _store(session: AsyncSession) -> Store:
+    if session.get_bind().dialect.name == "postgresql":
+        from app.ingest.store_pg import PgStore
+
+        return await PgStore.open(session)
+    from app.ingest.store_sqlite import SqliteStore
+
+    return SqliteStore(session)
+
+
+async def _attempt(
+    session: AsyncSession, store: Store, records: Sequence[tuple[int, PreparedProfile]]
+) -> tuple[Plan, set[uuid.UUID], list[Key]]:
+    is_pg = session.get_bind().dialect.name == "postgresql"
+    if not is_pg:
+        return await _run(store, records)
+    from app.ingest.store_pg import RETRYABLE
+
+    try:
+        async with session.begin_nested():
+            return await _run(store, records)
+    except RETRYABLE as exc:
+        raise Retry from exc
+
+
+async def _run(
+    store: Store, records: Sequence[tuple[int, PreparedProfile]]
+) -> tuple[Plan, set[uuid.UUID], list[Key]]:
+    wanted = list(dict.fromkeys(key for _, record in records for key in record.keys))
+    owners = await store.owners(wanted) if wanted else {}
+    plan = make_plan(records, owners)
+    existing = sorted(t.profile_id for t in plan.existing)
+    if existing and await store.lock(existing) != set(existing):
+        raise Retry  # erased since we looked: its identifiers are free again
+    changed = await store.write(plan)
+    keys = [key for t in plan.created for key in t.new_keys]
+    if changed:
+        keys.extend(await store.keys_of(sorted(changed)))
+    return plan, changed, keys
+
+
+def make_plan(records: Sequence[tuple[int, PreparedProfile]], owners: dict[Key, uuid.UUID]) -> Plan:
+    """Decide, in record order, which profile each record lands on (or why it fails)."""
+    owner_of = dict(owners)
+    plan = Plan({}, [], [])
+    for index, record in records:
+        if not record.keys:
+            plan.failures.append(RecordOutcome(index, "failed", NO_IDENTIFIERS))
+            continue
+        found: list[uuid.UUID] = []
+        clash: Key | None = None
+        for key in record.keys:
+            owner = owner_of.get(key)
+            if owner is None or owner in found:
+                continue
+            if found:
+                clash = key
+                break
+            found.append(owner)
+        if clash is not None:
+            message = f"identifier {clash[0]} belongs to another profile"
+            plan.failures.append(RecordOutcome(index, "failed", message))
+            continue
+        target = plan.targets.get(found[0]) if found else None
+        creates = False
+        if target is None:
+            profile_id = found[0] if found else new_profile_id()
+            creates = not found
+            target = Target(profile_id, creates, record, dict(record.columns))
+            plan.targets[profile_id] = target
+        else:
+            target.content = record
+            target.columns.update(record.columns)
+        for key in record.keys:
+            if key not in owner_of:
+                owner_of[key] = target.profile_id
+                target.new_keys.append(key)
+        plan.landings.append((index, target.profile_id, creates))
+    return plan
+
+
+def new_profile_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def _result(plan: Plan, changed: set[uuid.UUID], keys: list[Key]) -> BulkResult:
+    results = list(plan.failures)
+    for index, profile_id, creates in plan.landings:
+        target = plan.targets[profile_id]
+        status: Status
+        if creates:
+            status = "created"
+        elif target.is_new or profile_id in changed:
+            status = "updated"
+        else:
+            status = "unchanged"
+        results.append(RecordOutcome(index, status))
+    results.sort(key=lambda outcome: outcome.index)
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0}
+    for outcome in results:
+        counts[outcome.status] += 1
+    return BulkResult(results=results, changed_keys=list(dict.fromkeys(keys)), **counts)

@@ -1,0 +1,132 @@
+"""Every SQL statement about profiles and their identifiers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Identifier, Profile
+from app.models.base import utcnow
+from app.profiles.identity import Key
+
+# Bound parameters per statement stay far below SQLite's and asyncpg's limits.
+CHUNK = 500
+
+
+def _chunks(keys: Sequence[Key]) -> list[Sequence[Key]]:
+    return [keys[i : i + CHUNK] for i in range(0, len(keys), CHUNK)]
+
+
+class ProfileRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @property
+    def dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    async def owners(self, keys: Sequence[Key]) -> dict[Key, uuid.UUID]:
+        """Which profile owns each of ``keys`` (absent keys are unowned)."""
+        owners: dict[Key, uuid.UUID] = {}
+        for chunk in _chunks(keys):
+            rows = await self.session.execute(
+                select(Identifier.type, Identifier.value, Identifier.profile_id).where(
+                    tuple_(Identifier.type, Identifier.value).in_(list(chunk))
+                )
+            )
+            owners.update({(t, v): pid for t, v, pid in rows})
+        return owners
+
+    async def first_match(self, keys: Sequence[Key]) -> tuple[Key, Profile] | None:
+        """The profile of the first key (in the given order) that has one, in one query."""
+        if not keys:
+            return None
+        rows = await self.session.execute(
+            select(Identifier.type, Identifier.value, Profile)
+            .join(Profile, Profile.id == Identifier.profile_id)
+            .where(tuple_(Identifier.type, Identifier.value).in_(list(keys)))
+        )
+        found = {(t, v): profile for t, v, profile in rows}
+        for key in keys:
+            if key in found:
+                return key, found[key]
+        return None
+
+    async def get(self, profile_id: uuid.UUID, *, lock: bool = False) -> Profile | None:
+        """Load a profile; ``lock`` takes its row lock (FOR UPDATE) on PostgreSQL."""
+        statement = select(Profile).where(Profile.id == profile_id)
+        if lock and self.dialect == "postgresql":
+            statement = statement.with_for_update()
+        # populate_existing: a locked read must not be answered from the identity map.
+        statement = statement.execution_options(populate_existing=True)
+        result = await self.session.scalars(statement)
+        return result.first()
+
+    async def keys_of(self, profile_id: uuid.UUID) -> list[Key]:
+        rows = await self.session.execute(
+            select(Identifier.type, Identifier.value)
+            .where(Identifier.profile_id == profile_id)
+            .order_by(Identifier.type, Identifier.value)
+        )
+        return [(t, v) for t, v in rows]
+
+    async def create(self, values: dict[str, Any]) -> Profile:
+        now = utcnow()
+        profile = Profile(id=uuid.uuid4(), created_at=now, updated_at=now, version=1, **values)
+        self.session.add(profile)
+        await self.session.flush()
+        return profile
+
+    async def claim_keys(self, profile_id: uuid.UUID, keys: Sequence[Key]) -> list[Key]:
+        """Attach unowned keys to the profile; return the ones it got.
+
+        ON CONFLICT DO NOTHING instead of check-then-insert: a key another transaction takes
+        at the same moment is simply not returned (PostgreSQL waits for that transaction to
+        finish first), so the caller can re-resolve instead of failing on a unique violation.
+        """
+        claimed: list[Key] = []
+        make = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        # Sorted: two transactions inserting overlapping keys wait on each other in the same
+        # order instead of deadlocking.
+        for chunk in _chunks(sorted(keys)):
+            statement = (
+                make(Identifier)
+                .values([{"type": t, "value": v, "profile_id": profile_id} for t, v in chunk])
+                .on_conflict_do_nothing(index_elements=["type", "value"])
+                .returning(Identifier.type, Identifier.value)
+            )
+            rows = await self.session.execute(statement)
+            claimed.extend((t, v) for t, v in rows)
+        return claimed
+
+    async def release_keys(self, profile_id: uuid.UUID, keys: Sequence[Key]) -> None:
+        for chunk in _chunks(keys):
+            await self.session.execute(
+                delete(Identifier).where(
+                    Identifier.profile_id == profile_id,
+                    tuple_(Identifier.type, Identifier.value).in_(list(chunk)),
+                )
+            )
+
+    async def update(self, profile_id: uuid.UUID, values: dict[str, Any]) -> None:
+        """Write content and bump the version, in SQL so concurrent bumps are not lost."""
+        await self.session.execute(
+            update(Profile)
+            .where(Profile.id == profile_id)
+            .values(**values, updated_at=utcnow(), version=Profile.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def delete(self, profile_id: uuid.UUID) -> None:
+        """Erase the profile; identifiers and events go with it (ON DELETE CASCADE)."""
+        await self.session.execute(
+            delete(Profile)
+            .where(Profile.id == profile_id)
+            .execution_options(synchronize_session=False)
+        )

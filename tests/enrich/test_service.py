@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app.enrich.service import FieldsError, fit, parse_fields
+
+
+def answer(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "found": True,
+        "matched": "email",
+        "profile_id": "00000000-0000-0000-0000-000000000000",
+        "traits": {},
+        "segments": [],
+        "metrics": {},
+        "recommendations": [],
+        "updated_at": "2026-01-01T00:00:00Z",
+        "stale": False,
+    }
+    base.update(overrides)
+    return base
+
+
+class TestFit:
+    def test_small_answer_is_serialized_as_is(self) -> None:
+        document = answer(traits={"a": 1})
+        assert orjson.loads(fit(dict(document), 8000)) == document
+
+    def test_recommendations_go_before_segments(self) -> None:
+        document = answer(
+            segments=[f"segment-{i}" for i in range(20)],
+            recommendations=[{"product_id": f"p{i}"} for i in range(200)],
+        )
+        body = orjson.loads(fit(document, 1000))
+        assert body["truncated"] is True
+        assert body["segments"] == [f"segment-{i}" for i in range(20)]
+        assert len(orjson.dumps(body)) <= 1000
+
+    def test_segments_are_cut_when_recommendations_are_gone(self) -> None:
+        document = answer(
+            segments=[f"segment-{i:04d}" for i in range(500)],
+            recommendations=[{"product_id": "p"}],
+        )
+        raw = fit(document, 1000)
+        body = orjson.loads(raw)
+        assert len(raw) <= 1000
+        assert body["recommendations"] == []
+        assert body["segments"] == [f"segment-{i:04d}" for i in range(len(body["segments"]))]
+
+    def test_characters_not_bytes_are_counted(self) -> None:
+        document = answer(segments=["ø" * 10 for _ in range(200)])
+        raw = fit(document, 1000)
+        assert len(raw.decode()) <= 1000
+        assert len(raw) > 1000  # two bytes a character: bytes alone would cut too much
+
+
+class TestParseFields:
+    def test_no_fields_select_everything(self) -> None:
+        assert parse_fields(None).paths is None
+        assert parse_fields([]).paths is None
+        assert parse_fields(" , ${fields}").paths is None
+
+    def test_comma_separated_and_lists_mix(self) -> None:
+        selection = parse_fields(["traits.tier,metrics.order_count", "segments"])
+        assert selection.paths is not None
+        assert selection.paths["traits"] == [("tier",)]
+        assert selection.paths["metrics"] == [("order_count",)]
+        assert selection.whole == {"segments"}
+
+    @pytest.mark.parametrize("bad", ["profile.tier", "segments.first", "traits..x", "x"])
+    def test_unknown_paths_are_refused(self, bad: str) -> None:
+        with pytest.raises(FieldsError):
+            parse_fields(bad)

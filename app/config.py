@@ -47,11 +47,24 @@ class Settings(BaseSettings):
     auth_max_failures_per_address: int = Field(default=50, ge=1)
     auth_failure_window_seconds: int = Field(default=60, ge=1)
 
+    # The enrich cache: L1 in each process, L2 in Redis (when configured).
+    cache_enabled: bool = True
+    cache_l1_max_entries: int = Field(default=100_000, ge=0)
+    cache_l1_ttl_seconds: float = Field(default=30.0, gt=0)
+    cache_l2_ttl_seconds: float = Field(default=300.0, gt=0)
+    cache_negative_ttl_seconds: float = Field(default=30.0, gt=0)
+    cache_stale_seconds: float = Field(default=86_400.0, ge=0)
+    cache_ttl_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    cache_invalidation_ack_ms: int = Field(default=200, ge=0, le=5000)
+    redis_breaker_failures: int = Field(default=3, ge=1)
+    redis_breaker_reset_seconds: float = Field(default=2.0, gt=0)
+    deadline_ms: int = Field(default=250, ge=10, le=10_000)
+
     # Request handling.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     bulk_max_body_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     bulk_max_records: int = Field(default=10_000, ge=1)
-    enrich_max_chars: int = Field(default=8000, ge=500)
+    answer_max_chars: int = Field(default=8000, ge=500)
     default_phone_region: str = "US"
     log_level: str = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"

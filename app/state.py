@@ -11,6 +11,7 @@ from app.auth.sync import AuthStateSync
 from app.auth.tokens import KeyRing, RevocationView, TokenIssuer, TokenVerifier
 from app.cache import Cache
 from app.config import Settings
+from app.enrich.cache import EnrichCache
 
 
 @dataclass
@@ -25,3 +26,4 @@ class Runtime:
     verifier: TokenVerifier
     throttle: AuthFailureThrottle
     auth_sync: AuthStateSync
+    enrich_cache: EnrichCache

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.dependencies import ProfilesRead, RuntimeDep
 from app.enrich.schemas import MAX_IDENTIFIERS, EnrichAnswer, EnrichRequest
-from app.enrich.service import FieldsError, Selection, enrich, parse_fields
+from app.enrich.service import FieldsError, Selection, parse_fields
 from app.profiles.identity import lookup_keys
 
 router = APIRouter(prefix="/v1/enrich", tags=["Enrich"])
@@ -76,7 +76,8 @@ async def respond(
     request: Request, runtime: RuntimeDep, identifiers: dict[str, Any], fields: Selection
 ) -> Response:
     keys = lookup_keys(identifiers, runtime.settings.default_phone_region)
-    return answer(request, await enrich(runtime, keys, fields), "miss")
+    body, level = await runtime.enrich_cache.answer(keys, fields)
+    return answer(request, body, level)
 
 
 @router.post("", responses=_ANSWER, response_model=EnrichAnswer, summary="Enrich (POST)")

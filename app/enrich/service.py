@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.exceptions import AppError
 from app.models import Profile
@@ -18,7 +19,6 @@ from app.profiles.documents import metrics_view
 from app.profiles.identity import Key, is_absent
 from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import iso
-from app.state import Runtime
 
 ROOTS = ("traits", "metrics", "segments", "recommendations")
 # Always in the answer; naming them in `fields` is allowed and changes nothing.
@@ -38,6 +38,8 @@ class Selection:
 
     paths: dict[str, list[tuple[str, ...]]] | None = None
     whole: frozenset[str] = field(default_factory=frozenset)
+    # A hashable name of the selection, for cache keys (``None``: everything).
+    key: tuple[str, ...] | None = None
 
     def wants(self, root: str) -> bool:
         return self.paths is None or root in self.whole or bool(self.paths.get(root))
@@ -74,7 +76,7 @@ def parse_fields(raw: Sequence[str] | str | None) -> Selection:
             raise FieldsError(f"{root} is a list: select it whole, without a .<name>")
         else:
             paths[root].append(parts[1:])
-    return Selection(paths, frozenset(whole))
+    return Selection(paths, frozenset(whole), tuple(sorted(set(items))))
 
 
 def _pick(source: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
@@ -111,8 +113,28 @@ def _select(root: str, value: Any, selection: Selection) -> Any:
     return _pick(value, selection.paths[root])
 
 
-def answer_document(match: tuple[Key, Profile] | None, selection: Selection) -> dict[str, Any]:
-    """The answer as a dict, the same top-level keys whether a profile matched or not."""
+# A profile as the answer needs it: plain JSON-ready values, the unit the L2 cache stores.
+ProfileView = dict[str, Any]
+Match = tuple[Key, ProfileView]
+
+
+def profile_view(profile: Profile) -> ProfileView:
+    return {
+        "profile_id": str(profile.id),
+        "traits": profile.traits or {},
+        "segments": profile.segments or [],
+        "metrics": metrics_view(profile),
+        "recommendations": profile.recommendations or [],
+        "updated_at": iso(profile.updated_at),
+    }
+
+
+def answer_document(match: Match | None, selection: Selection) -> dict[str, Any]:
+    """The answer as a dict, the same top-level keys whether a profile matched or not.
+
+    ``stale`` is always the last key, so a cached answer can be marked stale by swapping the
+    final bytes instead of serializing again (see ``mark_stale``).
+    """
     if match is None:
         return {
             "found": False,
@@ -125,18 +147,29 @@ def answer_document(match: tuple[Key, Profile] | None, selection: Selection) -> 
             "updated_at": None,
             "stale": False,
         }
-    key, profile = match
+    key, view = match
     return {
         "found": True,
         "matched": key[0],
-        "profile_id": str(profile.id),
-        "traits": _select("traits", profile.traits or {}, selection),
-        "segments": _select("segments", profile.segments or [], selection),
-        "metrics": _select("metrics", metrics_view(profile), selection),
-        "recommendations": _select("recommendations", profile.recommendations or [], selection),
-        "updated_at": iso(profile.updated_at),
+        "profile_id": view["profile_id"],
+        "traits": _select("traits", view["traits"], selection),
+        "segments": _select("segments", view["segments"], selection),
+        "metrics": _select("metrics", view["metrics"], selection),
+        "recommendations": _select("recommendations", view["recommendations"], selection),
+        "updated_at": view["updated_at"],
         "stale": False,
     }
+
+
+FRESH_SUFFIX = b'"stale":false}'
+STALE_SUFFIX = b'"stale":true}'
+
+
+def mark_stale(body: bytes) -> bytes:
+    """The same answer with ``"stale": true`` (the key is always last)."""
+    if body.endswith(FRESH_SUFFIX):
+        return body[: -len(FRESH_SUFFIX)] + STALE_SUFFIX
+    return body
 
 
 def _chars(body: bytes) -> int:
@@ -159,7 +192,9 @@ def fit(answer: dict[str, Any], max_chars: int) -> bytes:
     body = orjson.dumps(answer)
     if _chars(body) <= max_chars:
         return body
+    del answer["stale"]
     answer["truncated"] = True
+    answer["stale"] = False  # keep it last
     for name in CUT_ORDER:
         original = answer[name]
         answer[name] = _shrunk(original, 0)
@@ -180,19 +215,18 @@ def fit(answer: dict[str, Any], max_chars: int) -> bytes:
     return body
 
 
-def render(match: tuple[Key, Profile] | None, selection: Selection, max_chars: int) -> bytes:
+def render(match: Match | None, selection: Selection, max_chars: int) -> bytes:
     return fit(answer_document(match, selection), max_chars)
 
 
-async def lookup(runtime: Runtime, keys: Sequence[Key]) -> tuple[Key, Profile] | None:
+async def lookup(
+    sessionmaker: async_sessionmaker[AsyncSession], keys: Sequence[Key]
+) -> Match | None:
     """The profile of the first key that has one (one query; no session when no keys)."""
     if not keys:
         return None
-    async with runtime.sessionmaker() as session:
-        return await ProfileRepository(session).first_match(keys)
-
-
-async def enrich(runtime: Runtime, keys: Sequence[Key], selection: Selection) -> bytes:
-    """The serialized answer for ``keys`` (the unit a cache wraps)."""
-    match = await lookup(runtime, keys)
-    return render(match, selection, runtime.settings.enrich_max_chars)
+    async with sessionmaker() as session:
+        found = await ProfileRepository(session).first_match(keys)
+    if found is None:
+        return None
+    return found[0], profile_view(found[1])

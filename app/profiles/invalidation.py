@@ -1,10 +1,11 @@
 """Cached enrich answers are dropped after every profile write, before the write is answered.
 
 Writes take ``WriteDep`` instead of ``SessionDep``: a function-scoped dependency whose exit runs
-when the endpoint returns and before FastAPI sends the response. It commits, then deletes the
-cache entries of every identifier the write touched. Invalidating only after the commit matters:
-a reader that refills the cache between an early invalidation and the commit would store the old
-profile again. A failed commit raises before anything is invalidated or answered.
+when the endpoint returns and before FastAPI sends the response. It commits, then drops the
+cached answers of every identifier the write touched (L1 in every process, L2 in Redis).
+Invalidating only after the commit matters: a reader that refills the cache between an early
+invalidation and the commit would store the old profile again. A failed commit raises before
+anything is invalidated or answered.
 """
 
 from __future__ import annotations
@@ -19,37 +20,20 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dependencies import RuntimeDep
-from app.exceptions import ServiceUnavailableError
 from app.profiles.identity import Key
 from app.state import Runtime
 
 log = structlog.get_logger(__name__)
 
-# Redis DEL takes many keys at once; bound each call so one huge bulk load is a few calls.
-DELETE_BATCH = 1000
-
-
-def enrich_cache_key(key: Key) -> str:
-    """Where the enrich answer for one identifier is cached."""
-    return f"enrich:id:{key[0]}:{key[1]}"
-
 
 async def invalidate_profile_keys(runtime: Runtime, keys: Iterable[Key]) -> None:
-    """Drop the cached enrich answers of ``keys``; call it after the write has committed.
+    """Drop every cached enrich answer that depends on ``keys``, in every process.
 
-    When the cache cannot be reached the write is already saved, but another worker could go
-    on answering from the old entry; the caller gets 503 and retries (every write is
-    idempotent), rather than a success that is not yet visible everywhere.
+    Call it after the write has committed. If Redis cannot take it now, the write still
+    stands and is answered: the enrich cache retries in the background, and meanwhile the
+    processes that cannot hear invalidations serve nothing from their L1 (see EnrichCache).
     """
-    names = sorted({enrich_cache_key(key) for key in keys})
-    try:
-        for start in range(0, len(names), DELETE_BATCH):
-            await runtime.cache.delete(*names[start : start + DELETE_BATCH])
-    except Exception as exc:
-        log.warning("cache.invalidate_failed", keys=len(names), error=type(exc).__name__)
-        raise ServiceUnavailableError(
-            "the write was saved but cached answers could not be refreshed; retry the request"
-        ) from exc
+    await runtime.enrich_cache.invalidate(keys)
 
 
 @dataclass

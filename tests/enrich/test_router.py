@@ -276,7 +276,7 @@ class TestAnswerSize:
     ) -> None:
         traits = {f"t{i:03d}": "x" * 20 for i in range(100)}
         await http.put("/v1/profiles/crm_id/many", json={"traits": traits}, headers=headers)
-        small = await app_factory(enrich_max_chars=1000)
+        small = await app_factory(answer_max_chars=1000)
         response = await small.http.post(
             "/v1/enrich", json={"identifiers": {"crm_id": "many"}}, headers=headers
         )

@@ -348,7 +348,9 @@ class TestWritesAreVisibleEverywhere:
     async def test_every_write_is_seen_by_the_next_read_on_another_instance(
         self, app_factory: AppFactory, running: RunningApp, headers: dict[str, str]
     ) -> None:
-        other = await app_factory()
+        # Another worker process. Without Redis (the embedded default) several workers cannot
+        # tell each other of writes, so they run without L1: `workers=2` is that setting.
+        other = await app_factory(workers=2)
         http = running.http
 
         async def enrich() -> dict[str, object]:

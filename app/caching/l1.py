@@ -1,0 +1,92 @@
+"""L1: each process's own cache of finished enrich answers (serialized bytes).
+
+An entry remembers the identifier keys its answer depends on (every key tried up to the match,
+and all identifiers of the matched profile), so an invalidation for any of them drops it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+Key = tuple[str, str]
+
+
+@dataclass(slots=True)
+class Entry:
+    body: bytes
+    status: str  # "hit" source level: "l1" entries were filled from "l2" or "db"
+    fresh_until: float  # monotonic; past it the entry is stale (served only when the DB fails)
+    expires: float  # monotonic; past it the entry is gone
+    deps: tuple[Key, ...]
+
+
+class L1Cache:
+    def __init__(self, max_entries: int, ttl: float, stale_ttl: float) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.stale_ttl = stale_ttl
+        self._entries: dict[object, Entry] = {}
+        self._by_dep: dict[Key, set[object]] = {}
+        # Bumped on every invalidation; a fill that began before a bump is not stored.
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: object) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires < time.monotonic():
+            self._drop(key)
+            return None
+        return entry
+
+    def put(self, key: object, body: bytes, deps: Iterable[Key], generation: int) -> None:
+        """Store an answer computed while ``generation`` was current (else it may be stale)."""
+        if generation != self.generation or self.max_entries <= 0:
+            return
+        if key in self._entries:
+            self._drop(key)
+        if len(self._entries) >= self.max_entries:
+            self._evict()
+        now = time.monotonic()
+        dep_tuple = tuple(deps)
+        self._entries[key] = Entry(
+            body, "l1", now + self.ttl, now + self.ttl + self.stale_ttl, dep_tuple
+        )
+        for dep in dep_tuple:
+            self._by_dep.setdefault(dep, set()).add(key)
+
+    def invalidate(self, keys: Iterable[Key]) -> None:
+        self.generation += 1
+        for dep in keys:
+            for key in self._by_dep.pop(dep, ()):
+                self._drop(key)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+        self._by_dep.clear()
+
+    def _drop(self, key: object) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for dep in entry.deps:
+            keys = self._by_dep.get(dep)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_dep[dep]
+
+    def _evict(self) -> None:
+        # Drop expired entries first; if none, the oldest eighth (dicts keep insertion order).
+        now = time.monotonic()
+        expired = [k for k, e in self._entries.items() if e.expires < now]
+        if not expired:
+            expired = list(self._entries)[: max(1, self.max_entries // 8)]
+        for key in expired:
+            self._drop(key)

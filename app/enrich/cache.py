@@ -1,0 +1,351 @@
+"""The two-level cache in front of enrich, with a deadline and stale answers under faults.
+
+- L1: each process keeps finished answers (bytes) per (identifiers, fields); a hit is a dict
+  lookup. It is on only while the process hears invalidations (see ``app/caching/bus.py``).
+- L2: Redis keeps one entry per identifier key: the profile view it resolves to, or a negative
+  entry for an unknown identifier (short TTL). Entries carry a soft expiry; Redis drops them at
+  the hard one. TTLs have jitter so a bulk load does not expire all at once.
+- A miss goes to PostgreSQL, coalesced: a burst of misses for one key set is one query per
+  process. Everything past L1 runs under the request deadline; past it, or when the database
+  fails, a stale copy is served (``X-Cache: stale``, ``"stale": true``) or 503 with Retry-After.
+- Redis calls have short socket timeouts and sit behind a circuit breaker, so a dead or hung
+  Redis costs a request at most one timeout and then nothing until it is probed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio as redis
+import structlog
+
+from app.cache import RedisCache
+from app.caching.breaker import CircuitBreaker
+from app.caching.bus import InvalidationBus
+from app.caching.l1 import Entry, L1Cache
+from app.config import Settings
+from app.enrich.service import Match, Selection, mark_stale, render
+from app.exceptions import ServiceUnavailableError
+from app.profiles.identity import Key
+
+log = structlog.get_logger(__name__)
+
+L2_VERSION = "v1"
+# A write deletes its L2 keys again this long after the first time: a reader that loaded the
+# old profile just before the commit may have refilled them in between.
+SECOND_DELETE_SECONDS = 1.0
+DELETE_BATCH = 1000
+
+Lookup = Callable[[Sequence[Key]], Awaitable[Match | None]]
+
+
+def l2_key(key: Key) -> str:
+    """Where L2 keeps the resolution of one identifier key (versioned with the format)."""
+    return f"enrich:{L2_VERSION}:id:{key[0]}:{key[1]}"
+
+
+class DatabaseUnavailableError(Exception):
+    """The database did not answer (down, refused, or timed out)."""
+
+
+@dataclass(slots=True)
+class Resolution:
+    match: Match | None
+    deps: tuple[Key, ...]  # the keys tried up to the match: the answer depends on each
+    fresh: bool = True
+
+
+class EnrichCache:
+    def __init__(
+        self,
+        settings: Settings,
+        lookup: Lookup,
+        l2: RedisCache | None,
+        bus: InvalidationBus,
+        l1: L1Cache,
+    ) -> None:
+        self.settings = settings
+        self.lookup = lookup
+        self.enabled = settings.cache_enabled
+        self.l1 = l1
+        self.bus = bus
+        self.l2 = l2 if settings.cache_enabled else None
+        self.breaker = CircuitBreaker(
+            settings.redis_breaker_failures, settings.redis_breaker_reset_seconds
+        )
+        self.deadline = settings.deadline_ms / 1000
+        self.max_chars = settings.answer_max_chars
+        self._inflight: dict[tuple[Key, ...], asyncio.Future[Resolution]] = {}
+        self._pending: set[Key] = set()  # invalidations Redis did not take yet
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._retrying: asyncio.Future[None] | None = None
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def l1_hit(self, keys: tuple[Key, ...], selection: Selection) -> bytes | None:
+        """A fresh L1 answer, or None (the hot path: no await, no allocation on a hit)."""
+        if not self.bus.listening:
+            return None
+        entry = self.l1.get((keys, selection.key))
+        if entry is None or entry.fresh_until < time.monotonic():
+            return None
+        return entry.body
+
+    async def answer(self, keys: Sequence[Key], selection: Selection) -> tuple[bytes, str]:
+        """The answer bytes and where they came from: "hit", "miss" or "stale"."""
+        key_tuple = tuple(keys)
+        l1_key = (key_tuple, selection.key)
+        stale_entry: Entry | None = None
+        use_l1 = self.bus.listening
+        if use_l1:
+            entry = self.l1.get(l1_key)
+            if entry is not None:
+                if entry.fresh_until >= time.monotonic():
+                    return entry.body, "hit"
+                stale_entry = entry
+        generation = self.l1.generation
+        found_in_l2: list[Resolution] = []
+        try:
+            async with asyncio.timeout(self.deadline):
+                resolution, level = await self._resolve(key_tuple, found_in_l2)
+        except (TimeoutError, DatabaseUnavailableError) as exc:
+            log.warning("enrich.degraded", reason=type(exc).__name__)
+            if found_in_l2:
+                body = render(found_in_l2[0].match, selection, self.max_chars)
+                return mark_stale(body), "stale"
+            if stale_entry is not None:
+                return mark_stale(stale_entry.body), "stale"
+            raise ServiceUnavailableError(
+                "profile data is unavailable right now; retry shortly", retry_after=1
+            ) from exc
+        body = render(resolution.match, selection, self.max_chars)
+        if use_l1 and resolution.fresh:
+            self.l1.put(l1_key, body, resolution.deps, generation)
+        if not resolution.fresh:
+            return mark_stale(body), "stale"
+        return body, level
+
+    async def _resolve(
+        self, keys: tuple[Key, ...], found_in_l2: list[Resolution]
+    ) -> tuple[Resolution, str]:
+        if not keys:
+            return Resolution(None, ()), "hit"
+        cached = await self._from_l2(keys)
+        if cached is not None:
+            if cached.fresh:
+                return cached, "hit"
+            found_in_l2.append(cached)  # past its soft expiry: the fallback if the DB fails
+        return await self._from_db(keys), "miss"
+
+    async def _from_l2(self, keys: tuple[Key, ...]) -> Resolution | None:
+        """Walk the keys in order through L2; None when one of them is not there."""
+        if self.l2 is None or not self.breaker.allow():
+            return None
+        try:
+            values = await self.l2.client.mget([self.l2.prefix + l2_key(k) for k in keys])
+        except Exception as exc:
+            self._redis_failed(exc)
+            return None
+        self.breaker.success()
+        now = time.time()
+        fresh = True
+        for index, raw in enumerate(values):
+            if raw is None:
+                return None
+            item = orjson.loads(raw)
+            fresh = fresh and item["f"] >= now
+            if item["p"] is not None:
+                return Resolution((keys[index], item["p"]), keys[: index + 1], fresh)
+        return Resolution(None, keys, fresh)
+
+    async def _from_db(self, keys: tuple[Key, ...]) -> Resolution:
+        """Query the database once per process for concurrent misses of the same keys."""
+        waiting = self._inflight.get(keys)
+        if waiting is not None:
+            try:
+                return await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if waiting.cancelled() and task is not None and not task.cancelling():
+                    raise DatabaseUnavailableError("the shared lookup was abandoned") from None
+                raise
+        future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._inflight[keys] = future
+        try:
+            resolution = await self._query(keys)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(resolution)
+            return resolution
+        finally:
+            self._inflight.pop(keys, None)
+
+    async def _query(self, keys: tuple[Key, ...]) -> Resolution:
+        try:
+            match = await self.lookup(keys)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("enrich.database_failed", error=type(exc).__name__)
+            raise DatabaseUnavailableError(str(type(exc).__name__)) from exc
+        if match is None:
+            resolution = Resolution(None, keys)
+        else:
+            index = keys.index(match[0])
+            resolution = Resolution(match, keys[: index + 1])
+        await self._fill_l2(resolution)
+        return resolution
+
+    async def _fill_l2(self, resolution: Resolution) -> None:
+        """Store what the database said: the match, and a negative entry per key before it."""
+        if self.l2 is None or not self.breaker.allow():
+            return
+        now = time.time()
+        try:
+            async with self.l2.client.pipeline(transaction=False) as pipe:
+                for key in resolution.deps:
+                    view = None
+                    fresh_for = self.settings.cache_negative_ttl_seconds
+                    hard_extra = 0.0
+                    if resolution.match is not None and key == resolution.match[0]:
+                        view = resolution.match[1]
+                        fresh_for = self.settings.cache_l2_ttl_seconds
+                        hard_extra = self.settings.cache_stale_seconds
+                    fresh_for = self._jitter(fresh_for)
+                    value = orjson.dumps({"f": now + fresh_for, "p": view})
+                    hard_ms = int((fresh_for + hard_extra) * 1000)
+                    pipe.set(self.l2.prefix + l2_key(key), value, px=hard_ms)
+                await pipe.execute()
+            self.breaker.success()
+        except Exception as exc:
+            self._redis_failed(exc)
+
+    def _jitter(self, seconds: float) -> float:
+        spread = self.settings.cache_ttl_jitter
+        return seconds * (1 + random.uniform(-spread, spread))
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def invalidate(self, keys: Iterable[Key]) -> None:
+        """Drop every cached answer that depends on ``keys``, here and in every process.
+
+        Called after a write commits and before it is answered. What Redis does not take now
+        (it is down) is retried in the background; meanwhile no process can serve those
+        entries from L1, because a process that cannot hear invalidations turns L1 off.
+        """
+        key_list = sorted(set(keys))
+        if not key_list:
+            return
+        self.l1.invalidate(key_list)
+        if self.l2 is None:
+            return
+        if await self._invalidate_remote(key_list):
+            self._spawn(self._second_delete(key_list))
+        else:
+            self._retry_later(key_list)
+
+    def _retry_later(self, key_list: Iterable[Key]) -> None:
+        self._pending.update(key_list)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.ensure_future(self._retry_pending())
+
+    async def _invalidate_remote(self, key_list: list[Key]) -> bool:
+        assert self.l2 is not None
+        try:
+            for start in range(0, len(key_list), DELETE_BATCH):
+                batch = key_list[start : start + DELETE_BATCH]
+                await self.l2.delete(*(l2_key(k) for k in batch))
+                await self.bus.publish(batch, raise_errors=True)
+        except Exception as exc:
+            self._redis_failed(exc)
+            return False
+        self.breaker.success()
+        return True
+
+    async def _second_delete(self, key_list: list[Key]) -> None:
+        await asyncio.sleep(SECOND_DELETE_SECONDS)
+        assert self.l2 is not None
+        try:
+            for start in range(0, len(key_list), DELETE_BATCH):
+                await self.l2.delete(*(l2_key(k) for k in key_list[start : start + DELETE_BATCH]))
+        except Exception as exc:
+            self._redis_failed(exc)
+            self._retry_later(key_list)
+
+    async def _retry_pending(self) -> None:
+        delay = 0.2
+        while self._pending:
+            await asyncio.sleep(delay)
+            key_list = sorted(self._pending)
+            self._pending.clear()
+            if not await self._invalidate_remote(key_list):
+                self._pending.update(key_list)
+                delay = min(delay * 2, 5.0)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self.breaker.failure()
+        log.warning("cache.redis_failed", error=type(exc).__name__, open=self.breaker.is_open)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._retrying is not None:
+            self._tasks.add(self._retrying)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _consume(future: asyncio.Future[Resolution]) -> None:
+    # Mark the exception retrieved: a lookup nobody else waited for must not warn at exit.
+    if not future.cancelled():
+        future.exception()
+
+
+class RemoteInvalidator:
+    """Invalidation for writers outside the server (``enrich import``): L2 and every L1."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cache = RedisCache.from_settings(settings)
+        bus_client = redis.Redis.from_url(
+            settings.redis_dsn or "", socket_connect_timeout=settings.redis_connect_timeout
+        )
+        self.bus = InvalidationBus(
+            L1Cache(0, 1.0, 0.0),
+            bus_client,
+            invalidation_channel(settings),
+            single_process=False,
+            ack_timeout=settings.cache_invalidation_ack_ms / 1000,
+        )
+
+    async def invalidate(self, keys: Iterable[Key]) -> None:
+        key_list = sorted(set(keys))
+        for start in range(0, len(key_list), DELETE_BATCH):
+            batch = key_list[start : start + DELETE_BATCH]
+            await self.cache.delete(*(l2_key(k) for k in batch))
+            await self.bus.publish(batch, raise_errors=True)
+
+    async def close(self) -> None:
+        await self.cache.close()
+        if self.bus.client is not None:
+            await self.bus.client.aclose()
+
+
+def invalidation_channel(settings: Settings) -> str:
+    return f"{settings.redis_prefix}enrich:invalidate"

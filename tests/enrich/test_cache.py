@@ -1,0 +1,161 @@
+"""The enrich cache as a caller sees it: X-Cache, freshness after writes, deadline, stale."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import httpx
+
+from app.profiles.identity import Key
+from tests.conftest import AppFactory, Backend, RunningApp, TokenMaker
+
+JANE = {"identifiers": {"email": "jane@example.com"}, "traits": {"tier": "gold"}}
+ASK_JANE = {"identifiers": {"email": "jane@example.com"}}
+
+
+async def auth(token_for: TokenMaker) -> dict[str, str]:
+    token = await token_for("profiles:read profiles:write events:write")
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def enrich(http: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+    response = await http.post("/v1/enrich", json=ASK_JANE, headers=headers)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def count_lookups(running: RunningApp, delay: float = 0.0, fail: bool = False) -> list[int]:
+    """Wrap the database lookup behind the cache: count calls, optionally slow or failing."""
+    cache = running.runtime.enrich_cache
+    inner = cache.lookup
+    calls = [0]
+
+    async def wrapped(keys: Sequence[Key]):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if delay:
+            await asyncio.sleep(delay)
+        if fail:
+            raise ConnectionRefusedError("database down")
+        return await inner(keys)
+
+    cache.lookup = wrapped  # type: ignore[method-assign]
+    return calls
+
+
+class TestCacheLevels:
+    async def test_a_repeated_lookup_is_a_hit_with_the_same_answer(
+        self, running: RunningApp, token_for: TokenMaker
+    ) -> None:
+        headers = await auth(token_for)
+        await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
+        first = await enrich(running.http, headers)
+        second = await enrich(running.http, headers)
+        assert first.headers["x-cache"] == "miss"
+        assert second.headers["x-cache"] == "hit"
+        assert second.content == first.content
+        assert second.json()["stale"] is False
+
+    async def test_without_l1_a_repeat_comes_from_redis_on_postgres(
+        self, app_factory: AppFactory, backend: Backend
+    ) -> None:
+        running = await app_factory(cache_l1_max_entries=0)
+        headers = await _token_headers(running)
+        await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
+        calls = count_lookups(running)
+        await enrich(running.http, headers)
+        second = await enrich(running.http, headers)
+        if backend.name == "postgres":
+            assert second.headers["x-cache"] == "hit"  # L2
+            assert calls[0] == 1
+        else:  # the embedded default has no L2
+            assert second.headers["x-cache"] == "miss"
+            assert calls[0] == 2
+
+    async def test_an_unknown_guest_is_cached_until_it_is_written(
+        self, running: RunningApp, token_for: TokenMaker
+    ) -> None:
+        headers = await auth(token_for)
+        assert (await enrich(running.http, headers)).json()["found"] is False
+        assert (await enrich(running.http, headers)).headers["x-cache"] == "hit"
+        await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
+        after = await enrich(running.http, headers)
+        assert after.json()["found"] is True
+        assert after.json()["traits"] == {"tier": "gold"}
+
+    async def test_a_patch_is_seen_by_the_next_read(
+        self, running: RunningApp, token_for: TokenMaker
+    ) -> None:
+        headers = await auth(token_for)
+        await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
+        await enrich(running.http, headers)
+        await enrich(running.http, headers)
+        await running.http.patch(
+            "/v1/profiles/email/jane@example.com",
+            json={"traits": {"tier": "platinum"}},
+            headers=headers,
+        )
+        assert (await enrich(running.http, headers)).json()["traits"] == {"tier": "platinum"}
+
+
+class TestCoalescing:
+    async def test_a_burst_of_misses_makes_one_query(
+        self, running: RunningApp, token_for: TokenMaker
+    ) -> None:
+        headers = await auth(token_for)
+        await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
+        calls = count_lookups(running, delay=0.05)
+        answers = await asyncio.gather(*(enrich(running.http, headers) for _ in range(20)))
+        assert calls[0] == 1
+        assert {a.json()["traits"]["tier"] for a in answers} == {"gold"}
+
+
+class TestDeadline:
+    async def test_a_slow_database_is_503_with_retry_after_within_the_deadline(
+        self, app_factory: AppFactory
+    ) -> None:
+        running = await app_factory(deadline_ms=100)
+        headers = await _token_headers(running)
+        count_lookups(running, delay=2.0)
+        started = time.perf_counter()
+        response = await running.http.post("/v1/enrich", json=ASK_JANE, headers=headers)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"] == "service_unavailable"
+        assert elapsed < 0.5
+
+    async def test_a_failing_database_serves_the_cached_answer_marked_stale(
+        self, app_factory: AppFactory
+    ) -> None:
+        running = await app_factory(cache_l1_ttl_seconds=0.05, cache_l2_ttl_seconds=0.05)
+        headers = await _token_headers(running)
+        await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
+        fresh = await enrich(running.http, headers)
+        await asyncio.sleep(0.2)  # past the soft TTL of both levels
+        count_lookups(running, fail=True)
+        stale = await enrich(running.http, headers)
+        assert stale.headers["x-cache"] == "stale"
+        body = stale.json()
+        assert body["stale"] is True
+        assert body["traits"] == fresh.json()["traits"]
+        assert set(body) == set(fresh.json())
+
+
+async def _client(running: RunningApp) -> tuple[str, str]:
+    from app.auth.service import ClientService
+
+    async with running.runtime.sessionmaker() as session:
+        client, secret = await ClientService(session).create(
+            "cache-test", "profiles:read profiles:write"
+        )
+        await session.commit()
+    return client.client_id, secret
+
+
+async def _token_headers(running: RunningApp) -> dict[str, str]:
+    response = await running.http.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=await _client(running)
+    )
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}

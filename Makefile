@@ -28,4 +28,4 @@ lint: install
 	$(BIN)/mypy app
 
 bench-token: install
-	$(BIN)/python bench/token.py
+	$(BIN)/python bench/token_bench.py

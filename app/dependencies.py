@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from app.auth.schemas import SCOPES
 from app.auth.tokens import InvalidTokenError, Principal
@@ -16,7 +17,9 @@ from app.exceptions import AppError
 from app.state import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are coroutines even when they do not await: FastAPI runs a plain function in
+# the thread pool, a hop that costs more than the rest of authorizing a request.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -35,7 +38,10 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the commit runs when the endpoint returns, before the response is sent,
+# so a client that got its answer can rely on the write (FastAPI's default for dependencies
+# with yield is to finish them after the response).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 class BearerError(AppError):
@@ -70,13 +76,16 @@ class BearerToken(OAuth2):
             auto_error=False,
         )
 
-    async def __call__(self, request: Request) -> str | None:
+    async def __call__(self, request: HTTPConnection) -> str | None:
         header = request.headers.get("authorization")
         if not header:
             return None
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise BearerError(401, "invalid_request", "expected an Authorization: Bearer token")
+        if scheme.lower() != "bearer":
+            # RFC 6750 3.1: another scheme is as good as no credentials (no error code).
+            return None
+        if not token.strip():
+            raise BearerError(400, "invalid_request", "the Bearer token is empty")
         return token.strip()
 
 
@@ -85,15 +94,8 @@ bearer_token = BearerToken()
 
 async def authenticate(runtime: Runtime, token: str) -> Principal:
     """Verify ``token``; a token this process verified before costs a dictionary lookup."""
-    verifier = runtime.verifier
     try:
-        principal = verifier.cached(token)
-        if principal is not None:
-            return principal
-        kid = verifier.kid_of(token)
-        if runtime.keyring.verification_key(kid) is None:
-            await runtime.auth_sync.reload_keys()
-        return verifier.verify(token)
+        return await runtime.verifier.check(token, runtime.auth_sync.reload_keys)
     except InvalidTokenError as exc:
         raise BearerError(401, "invalid_token", str(exc)) from exc
 
@@ -101,9 +103,12 @@ async def authenticate(runtime: Runtime, token: str) -> Principal:
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that returns the caller, or answers 401/403 per RFC 6750."""
 
+    # A default value, not an Annotated hint: with postponed annotations the hint is a string
+    # that FastAPI resolves in the module's globals, where the closure's ``scope`` is unknown
+    # (the parameter would silently become a required query parameter).
     async def dependency(
         runtime: RuntimeDep,
-        token: Annotated[str | None, Security(bearer_token, scopes=[scope])],
+        token: str | None = Security(bearer_token, scopes=[scope]),
     ) -> Principal:
         if token is None:
             raise BearerError(401, None, "an access token is required")

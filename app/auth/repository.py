@@ -25,7 +25,7 @@ class ClientRepository:
         await self.session.flush()
         return client
 
-    async def list(self) -> list[Client]:
+    async def all(self) -> list[Client]:
         result = await self.session.scalars(select(Client).order_by(Client.created_at))
         return list(result)
 
@@ -76,8 +76,14 @@ class RevocationRepository:
         )
 
     async def fingerprint(self) -> tuple[int, int]:
-        """Row count and highest id: any new revocation changes one of them."""
-        row = (await self.session.execute(select(func.count(), func.max(RevokedToken.id)))).one()
+        """Row count and sum of ids: any new revocation changes them.
+
+        A new row raises the count; when a purge removes as many rows in the same poll
+        interval, the sum still rises, because purged rows are hours old and so have lower
+        ids than any row a live transaction can add (ids are not committed in order, so the
+        highest id alone would miss a late commit).
+        """
+        row = (await self.session.execute(select(func.count(), func.sum(RevokedToken.id)))).one()
         return int(row[0]), int(row[1] or 0)
 
     async def unexpired(self) -> list[tuple[str, datetime]]:
@@ -88,5 +94,6 @@ class RevocationRepository:
         )
         return [(row.jti, row.expires_at) for row in result]
 
-    async def purge_expired(self) -> None:
-        await self.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
+    async def purge_expired(self, before: datetime) -> None:
+        """Forget revocations of tokens that expired before ``before``."""
+        await self.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < before))

@@ -151,8 +151,14 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def oauth_service(runtime: RuntimeDep, session: SessionDep) -> OAuthService:
-    return OAuthService(session, runtime.issuer, runtime.verifier, runtime.throttle)
+async def oauth_service(runtime: RuntimeDep, session: SessionDep) -> OAuthService:
+    return OAuthService(
+        session,
+        runtime.issuer,
+        runtime.verifier,
+        runtime.throttle,
+        runtime.auth_sync.reload_keys,
+    )
 
 
 ServiceDep = Annotated[OAuthService, Depends(oauth_service)]
@@ -221,7 +227,7 @@ async def introspect(request: Request, form: FormDep, service: ServiceDep) -> JS
     token_value = form.get("token")
     if not token_value:
         raise OAuthError("invalid_request", "token is required")
-    answer = service.introspect(caller, token_value)
+    answer = await service.introspect(caller, token_value)
     return JSONResponse(answer.model_dump(exclude_none=True), headers=NO_STORE)
 
 

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import ClientRepository, KeyRepository, RevocationRepository
 from app.auth.schemas import SCOPES, IntrospectionResponse, TokenResponse
 from app.auth.tokens import (
     InvalidTokenError,
+    KeyLoader,
     KeyRing,
     TokenIssuer,
     TokenVerifier,
@@ -27,6 +29,8 @@ from app.models import Client
 from app.models.base import utcnow
 
 SECRET_SCHEME = "sha256"
+
+log = structlog.get_logger(__name__)
 
 
 class OAuthError(AppError):
@@ -64,6 +68,13 @@ def verify_secret(secret: str, stored: str) -> bool:
 
 # Compared against when the client is unknown, so both failures take the same path.
 _DUMMY_HASH = hash_secret(generate_secret())
+# The clients.client_id column's length; longer ids cannot exist.
+MAX_CLIENT_ID_LENGTH = 128
+
+
+def _plausible_client_id(client_id: str) -> bool:
+    # A NUL byte is an error in a PostgreSQL query, not a miss, and no id is that long.
+    return len(client_id) <= MAX_CLIENT_ID_LENGTH and client_id.isprintable()
 
 
 def parse_scopes(raw: str) -> list[str]:
@@ -136,7 +147,7 @@ class ClientService:
         return client
 
     async def list(self) -> list[Client]:
-        return await self.clients.list()
+        return await self.clients.all()
 
 
 class AuthFailureThrottle:
@@ -156,15 +167,25 @@ class AuthFailureThrottle:
         return f"authfail:c:{digest}", f"authfail:a:{address}"
 
     async def check(self, client_id: str, address: str) -> None:
+        """Raise 429 when the client_id or the address has failed too often in the window."""
         client_key, address_key = self._keys(client_id, address)
-        client_count, address_count = await self.cache.counts(client_key, address_key)
+        try:
+            client_count, address_count = await self.cache.counts(client_key, address_key)
+        except Exception as exc:
+            # Fail open: with 256-bit secrets the lock is defence in depth, and a Redis outage
+            # must not stop Personalize from getting tokens.
+            log.warning("auth_throttle.unavailable", error=type(exc).__name__)
+            return
         blocked = None
         if client_count >= self.per_client:
             blocked = client_key
         elif address_count >= self.per_address:
             blocked = address_key
         if blocked is not None:
-            retry_after = max(1, await self.cache.ttl(blocked))
+            try:
+                retry_after = max(1, await self.cache.ttl(blocked))
+            except Exception:
+                retry_after = self.window
             raise OAuthError(
                 "too_many_requests",
                 "too many failed authentications; retry later",
@@ -174,8 +195,11 @@ class AuthFailureThrottle:
 
     async def failed(self, client_id: str, address: str) -> None:
         client_key, address_key = self._keys(client_id, address)
-        await self.cache.incr(client_key, self.window)
-        await self.cache.incr(address_key, self.window)
+        try:
+            await self.cache.incr(client_key, self.window)
+            await self.cache.incr(address_key, self.window)
+        except Exception as exc:  # fail open, as in check()
+            log.warning("auth_throttle.unavailable", error=type(exc).__name__)
 
 
 class OAuthService:
@@ -187,12 +211,14 @@ class OAuthService:
         issuer: TokenIssuer,
         verifier: TokenVerifier,
         throttle: AuthFailureThrottle,
+        reload_keys: KeyLoader,
     ) -> None:
         self.clients = ClientRepository(session)
         self.revocations = RevocationRepository(session)
         self.issuer = issuer
         self.verifier = verifier
         self.throttle = throttle
+        self.reload_keys = reload_keys
 
     async def authenticate(self, credentials: ClientCredentials | None, address: str) -> Client:
         """Return the client, or fail the same way for an unknown client and a wrong secret."""
@@ -202,12 +228,18 @@ class OAuthService:
                 "client authentication is required (HTTP Basic or client_id/client_secret)",
                 status_code=401,
             )
-        await self.throttle.check(credentials.client_id, address)
-        client = await self.clients.get(credentials.client_id)
+        client = None
+        if _plausible_client_id(credentials.client_id):
+            client = await self.clients.get(credentials.client_id)
         valid = verify_secret(
             credentials.client_secret, client.secret_hash if client else _DUMMY_HASH
         )
         if client is None or not valid or client.disabled:
+            # Only failures meet the lock: the right secret always gets through, or anyone who
+            # knows a client_id (it is in every token) could shut that client out with a few
+            # wrong guesses. With 256-bit secrets guessing is hopeless anyway; the lock turns
+            # a flood of guesses into cheap 429s that ops can see.
+            await self.throttle.check(credentials.client_id, address)
             await self.throttle.failed(credentials.client_id, address)
             headers = None
             if credentials.method == "client_secret_basic":
@@ -243,7 +275,7 @@ class OAuthService:
     async def revoke(self, caller: Client, token: str) -> None:
         """Revoke a token of the caller's (any token for ``admin``); unknown tokens are ignored."""
         try:
-            principal = self.verifier.verify(token)
+            principal = await self.verifier.check(token, self.reload_keys)
         except InvalidTokenError:
             return  # RFC 7009 2.2: invalid, expired or already revoked tokens are not errors
         if principal.client_id != caller.client_id and "admin" not in caller.scope_set:
@@ -251,9 +283,9 @@ class OAuthService:
         await self.revocations.add(principal.jti, principal.client_id, expires_at(principal.claims))
         self.verifier.revoked.add(principal.jti, principal.exp)
 
-    def introspect(self, caller: Client, token: str) -> IntrospectionResponse:
+    async def introspect(self, caller: Client, token: str) -> IntrospectionResponse:
         try:
-            principal = self.verifier.verify(token)
+            principal = await self.verifier.check(token, self.reload_keys)
         except InvalidTokenError:
             return IntrospectionResponse(active=False)
         if principal.client_id != caller.client_id and "admin" not in caller.scope_set:

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.repository import ClientRepository, RevocationRepository
 from app.auth.service import KeyService
-from app.auth.tokens import KeyRing, RevocationView
+from app.auth.tokens import KeyRing, RevocationView, epoch
+from app.models.base import utcnow
 
 log = structlog.get_logger(__name__)
+
+# Loads asked for by requests (a token names a kid this process lacks) run at most this often,
+# so tokens with made-up kids cannot turn into one database query each.
+MIN_RELOAD_INTERVAL = 0.25
+# How often a process deletes revocations of long-expired tokens, and how long past expiry
+# they are kept: far longer than any transaction, so a purge never hides a new revocation
+# from the fingerprint (see RevocationRepository.fingerprint).
+PURGE_INTERVAL = 300.0
+PURGE_AFTER = timedelta(hours=1)
 
 
 class AuthStateSync:
@@ -35,7 +46,11 @@ class AuthStateSync:
         self.poll_seconds = poll_seconds
         self.key_refresh_seconds = key_refresh_seconds
         self._fingerprint: tuple[int, int] | None = None
-        self._keys_loaded_at = 0.0
+        # monotonic time at which the latest key load *started* (what it saw is at least
+        # as new as the database at that moment)
+        self._keys_loaded_at = float("-inf")
+        self._last_on_demand = float("-inf")
+        self._purged_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self._key_lock = asyncio.Lock()
 
@@ -46,28 +61,45 @@ class AuthStateSync:
             fingerprint = await revocations.fingerprint()
             if fingerprint != self._fingerprint:
                 rows = await revocations.unexpired()
-                jtis = {jti: exp.timestamp() for jti, exp in rows}
+                jtis = {jti: epoch(exp) for jti, exp in rows}
                 # Keep what this process revoked itself but the database may not show yet.
-                jtis.update(
-                    {j: e for j, e in self.view.jtis.items() if j not in jtis and e > time.time()}
-                )
+                now = time.time()
+                jtis.update({j: e for j, e in self.view.jtis.items() if j not in jtis and e > now})
                 self.view.jtis = jtis
                 self._fingerprint = fingerprint
             disabled = frozenset(await ClientRepository(session).disabled_ids())
             if disabled != self.view.disabled_clients:
                 self.view.disabled_clients = disabled
             if time.monotonic() - self._keys_loaded_at >= self.key_refresh_seconds:
-                await KeyService(session).load_into(self.keyring)
-                self._keys_loaded_at = time.monotonic()
+                async with self._key_lock:
+                    await self._load_keys(session)
+            if time.monotonic() - self._purged_at >= PURGE_INTERVAL:
+                self._purged_at = time.monotonic()
+                await revocations.purge_expired(utcnow() - PURGE_AFTER)
+                await session.commit()
 
     async def reload_keys(self) -> None:
-        """Load the keys now (a token named a key this process has not seen); at most 1/s."""
+        """Load the keys now, unless a load that started after this call already did.
+
+        Concurrent callers share one load; loads on demand run at most every
+        ``MIN_RELOAD_INTERVAL`` seconds (a caller waits for its turn rather than being refused).
+        """
+        requested = time.monotonic()
         async with self._key_lock:
-            if time.monotonic() - self._keys_loaded_at < 1.0:
+            if self._keys_loaded_at >= requested:
                 return
+            wait = self._last_on_demand + MIN_RELOAD_INTERVAL - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_on_demand = time.monotonic()
             async with self.sessionmaker() as session:
-                await KeyService(session).load_into(self.keyring)
-            self._keys_loaded_at = time.monotonic()
+                await self._load_keys(session)
+
+    async def _load_keys(self, session: AsyncSession) -> None:
+        # Callers hold _key_lock, so an older read never overwrites a newer one.
+        started = time.monotonic()
+        await KeyService(session).load_into(self.keyring)
+        self._keys_loaded_at = started
 
     async def _run(self) -> None:
         while True:

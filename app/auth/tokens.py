@@ -2,7 +2,7 @@
 
 The verifier keeps each token it has verified until the token expires, so a token costs one
 signature check per process; revocations and disabled clients reach it through a background
-poll (see ``revocations.py``), never through a round trip on the request path.
+poll (see ``sync.py``), never through a round trip on the request path.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,8 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from app.models import SigningKey
 
 TOKEN_TYPE = "at+jwt"
+# Loads the signing keys from the database (AuthStateSync.reload_keys).
+KeyLoader = Callable[[], Awaitable[None]]
 # A token of this many bytes is garbage: refuse it before any parsing.
 MAX_TOKEN_BYTES = 4096
 
@@ -40,6 +43,13 @@ class Principal:
     exp: int
     iat: int
     claims: dict[str, Any] = field(compare=False, repr=False)
+
+
+def epoch(value: datetime) -> float:
+    """Seconds since the epoch of a stored time (SQLite hands them back naive, in UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
 
 
 def new_signing_key(algorithm: str) -> SigningKey:
@@ -90,7 +100,7 @@ class KeyRing:
         for row in sorted(rows, key=lambda r: r.created_at):
             until = None
             if row.retired_at is not None:
-                until = row.retired_at.timestamp() + self.token_ttl + self.grace
+                until = epoch(row.retired_at) + self.token_ttl + self.grace
                 if until < now:
                     continue
             existing = self._keys.get(row.kid)
@@ -206,6 +216,19 @@ class TokenVerifier:
             raise InvalidTokenError("the access token names no signing key")
         return kid
 
+    async def check(self, token: str, reload_keys: KeyLoader) -> Principal:
+        """Verify ``token``, loading the keys first when it names one this process lacks.
+
+        Another worker may already sign with a key made by ``enrich keys rotate`` that this
+        process has not polled yet; such a token is valid and must not wait for the poll.
+        """
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
+        if self.keyring.verification_key(self.kid_of(token)) is None:
+            await reload_keys()
+        return self.verify(token)
+
     def verify(self, token: str, *, verify_exp: bool = True) -> Principal:
         """Check signature, typ, iss, aud, exp and revocation; raise InvalidTokenError."""
         principal = self._verified.get(token) if verify_exp else None
@@ -291,11 +314,13 @@ def grace_for(key_refresh_seconds: float) -> float:
 
 __all__ = [
     "InvalidTokenError",
+    "KeyLoader",
     "KeyRing",
     "Principal",
     "RevocationView",
     "TokenIssuer",
     "TokenVerifier",
+    "epoch",
     "expires_at",
     "grace_for",
     "new_signing_key",

@@ -1,0 +1,246 @@
+"""Revocation (RFC 7009) and disabled clients: refused at once here, within 1 s elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from sqlalchemy import select
+from starlette.types import ASGIApp, Message
+
+from app.auth.service import ClientService
+from app.models import RevokedToken
+from tests.auth.conftest import (
+    PROBE_READ,
+    basic,
+    bearer,
+    eventually,
+    fetch_token,
+    mount_probe,
+    revoke,
+)
+from tests.conftest import AppFactory, ClientMaker, OAuthClient, RunningApp
+
+# The promise is "within a second"; the poll runs every 0.5 s.
+PROMISE = 1.0
+DEADLINE = 1.5
+
+
+async def call_asgi(
+    app: ASGIApp,
+    path: str,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
+    """POST straight into the ASGI app, watching what it sends and when."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("203.0.113.7", 50000),
+        "server": ("testserver", 80),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(10)  # the client stays connected while the app works
+        return {"type": "http.disconnect"}
+
+    await app(scope, receive, send)
+
+
+async def status(app: RunningApp, token: str) -> int:
+    return (await app.http.get(PROBE_READ, headers=bearer(token))).status_code
+
+
+async def refused_within(app: RunningApp, token: str) -> float:
+    async def refused() -> bool:
+        return await status(app, token) == 401
+
+    return await eventually(refused, deadline=DEADLINE)
+
+
+class TestRevocation:
+    @pytest.mark.parametrize("method", ["basic", "post"])
+    async def test_revoked_token_is_refused_at_once_on_the_same_instance(
+        self, probe: RunningApp, make_client: ClientMaker, method: str
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        assert await status(probe, token) == 200
+        response = await revoke(probe.http, client, token, method)
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "no-store"
+        answer = await probe.http.get(PROBE_READ, headers=bearer(token))
+        assert answer.status_code == 401
+        assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+
+    async def test_revocation_is_committed_before_the_answer_starts(
+        self, probe: RunningApp, make_client: ClientMaker
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        seen_at_start: list[list[str]] = []
+
+        async def revoked_rows() -> list[str]:
+            async with probe.runtime.sessionmaker() as session:
+                return list(await session.scalars(select(RevokedToken.client_id)))
+
+        async def send(message: Message) -> None:
+            # the moment the first response byte would leave the server
+            if message["type"] == "http.response.start":
+                seen_at_start.append(await revoked_rows())
+
+        body = urlencode({"token": token}).encode()
+        await call_asgi(
+            probe.app,
+            "/oauth/revoke",
+            body,
+            [
+                (b"content-type", b"application/x-www-form-urlencoded"),
+                (b"authorization", basic(client.client_id, client.client_secret).encode()),
+            ],
+            send,
+        )
+        assert seen_at_start == [[client.client_id]]
+
+    async def test_revoked_token_is_refused_by_another_instance_within_a_second(
+        self, probe: RunningApp, app_factory: AppFactory, make_client: ClientMaker
+    ) -> None:
+        other = await app_factory()
+        mount_probe(other.app)
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        assert await status(other, token) == 200  # verified and cached over there
+        assert (await revoke(probe.http, client, token)).status_code == 200
+        took = await refused_within(other, token)
+        assert took <= PROMISE
+        await asyncio.sleep(0.6)  # and it stays refused after later polls
+        assert await status(other, token) == 401
+        assert await status(probe, token) == 401
+
+    @pytest.mark.parametrize(
+        "token", ["garbage", "abc.def.ghi", "eyJhbGciOiJub25lIn0.e30.", "x" * 5000]
+    )
+    async def test_unknown_tokens_answer_200(
+        self, http: httpx.AsyncClient, make_client: ClientMaker, token: str
+    ) -> None:
+        client = await make_client()
+        assert (await revoke(http, client, token)).status_code == 200
+
+    async def test_revoking_twice_answers_200(
+        self, probe: RunningApp, make_client: ClientMaker
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        assert (await revoke(probe.http, client, token)).status_code == 200
+        assert (await revoke(probe.http, client, token)).status_code == 200
+        assert await status(probe, token) == 401
+
+    async def test_a_client_cannot_revoke_another_clients_token(
+        self, probe: RunningApp, make_client: ClientMaker
+    ) -> None:
+        owner = await make_client("profiles:read")
+        stranger = await make_client("profiles:read profiles:write")
+        token = await fetch_token(probe.http, owner)
+        assert (await revoke(probe.http, stranger, token)).status_code == 200
+        assert await status(probe, token) == 200
+        await probe.runtime.auth_sync.refresh()  # what the next poll would bring
+        assert await status(probe, token) == 200
+
+    async def test_an_admin_can_revoke_any_token(
+        self, probe: RunningApp, make_client: ClientMaker
+    ) -> None:
+        owner = await make_client("profiles:read")
+        admin = await make_client("admin")
+        token = await fetch_token(probe.http, owner)
+        assert (await revoke(probe.http, admin, token)).status_code == 200
+        assert await status(probe, token) == 401
+
+    async def test_revocation_requires_client_authentication(
+        self, probe: RunningApp, make_client: ClientMaker
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        anonymous = await probe.http.post("/oauth/revoke", data={"token": token})
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"] == "invalid_client"
+        wrong = OAuthClient(client.client_id, "wrong", client.scopes)
+        answer = await revoke(probe.http, wrong, token)
+        assert answer.status_code == 401
+        assert answer.json()["error"] == "invalid_client"
+        assert answer.headers["www-authenticate"].startswith("Basic ")
+        assert await status(probe, token) == 200
+
+    async def test_a_missing_token_parameter_is_invalid_request(
+        self, http: httpx.AsyncClient, make_client: ClientMaker
+    ) -> None:
+        client = await make_client()
+        response = await http.post(
+            "/oauth/revoke",
+            data={"token_type_hint": "access_token"},
+            headers={"Authorization": basic(client.client_id, client.client_secret)},
+        )
+        assert response.status_code == 400
+        assert response.json()["error"] == "invalid_request"
+
+    async def test_revoking_one_token_leaves_the_clients_other_tokens_valid(
+        self, probe: RunningApp, make_client: ClientMaker
+    ) -> None:
+        client = await make_client("profiles:read")
+        first = await fetch_token(probe.http, client)
+        second = await fetch_token(probe.http, client)
+        assert (await revoke(probe.http, client, first)).status_code == 200
+        await probe.runtime.auth_sync.refresh()
+        assert await status(probe, first) == 401
+        assert await status(probe, second) == 200
+
+    async def test_a_new_instance_refuses_tokens_revoked_before_it_started(
+        self, probe: RunningApp, app_factory: AppFactory, make_client: ClientMaker
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        assert (await revoke(probe.http, client, token)).status_code == 200
+        late = await app_factory()
+        mount_probe(late.app)
+        assert await status(late, token) == 401
+
+
+class TestDisabledClient:
+    async def test_disabled_clients_tokens_stop_working_everywhere_within_a_second(
+        self, probe: RunningApp, app_factory: AppFactory, make_client: ClientMaker
+    ) -> None:
+        other = await app_factory()
+        mount_probe(other.app)
+        client = await make_client("profiles:read")
+        bystander = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        kept = await fetch_token(probe.http, bystander)
+        assert await status(probe, token) == 200
+        assert await status(other, token) == 200
+        async with probe.runtime.sessionmaker() as session:
+            await ClientService(session).disable(client.client_id)
+            await session.commit()
+        took = await refused_within(other, token)
+        assert took <= PROMISE
+        assert await status(probe, token) == 401
+        assert await status(other, kept) == 200
+        refused = await probe.http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": basic(client.client_id, client.client_secret)},
+        )
+        assert refused.status_code == 401

@@ -27,6 +27,7 @@ from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
 from app.dependencies import RuntimeDep
 from app.enrich.cache import EnrichCache, invalidation_channel
+from app.enrich.fastpath import EnrichFastPath
 from app.enrich.router import router as enrich_router
 from app.enrich.service import lookup
 from app.events.router import router as events_router
@@ -172,6 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(profiles_router)
     app.include_router(events_router)
     app.include_router(ops_router())
+    # Innermost: the enrich fast path sees requests after the body limit and the request id.
+    app.add_middleware(EnrichFastPath, fastapi_app=app)
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,

@@ -67,6 +67,8 @@ def email_sha256(email: str) -> str:
 def normalize_value(id_type: str, value: Any, region: str) -> str:
     """Normalize one present value; raise IdentifierError when it cannot be one of its type."""
     text = _as_text(id_type, value)
+    if "\x00" in text:
+        raise IdentifierError(f"identifier {id_type} contains a NUL character")
     if len(text) > MAX_VALUE_LENGTH:
         raise IdentifierError(f"identifier {id_type} is longer than {MAX_VALUE_LENGTH} characters")
     if id_type == "email":

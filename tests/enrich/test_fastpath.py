@@ -1,0 +1,129 @@
+"""The pure-ASGI fast path answers exactly as the FastAPI route does, and only when it may."""
+
+from __future__ import annotations
+
+import gzip
+
+import httpx
+
+from app.auth.service import ClientService
+from tests.conftest import RunningApp
+
+JANE = {
+    "identifiers": {"email": "jane@example.com", "crm_id": "C-7"},
+    "traits": {"tier": "gold", "first_name": "Jane"},
+    "segments": ["vip"],
+    "metrics": {"order_count": 3},
+    "recommendations": [{"product_id": f"SKU-{i}", "score": 0.5} for i in range(40)],
+}
+
+
+async def token(running: RunningApp, scopes: str) -> dict[str, str]:
+    async with running.runtime.sessionmaker() as session:
+        client, secret = await ClientService(session).create("fast", scopes)
+        await session.commit()
+    response = await running.http.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
+    )
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def spy_fast_path(running: RunningApp) -> list[int]:
+    """Count the requests the fast path served (only it calls l1_hit)."""
+    cache = running.runtime.enrich_cache
+    inner = cache.l1_hit
+    calls = [0]
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        return inner(*args)
+
+    cache.l1_hit = counting  # type: ignore[method-assign]
+    return calls
+
+
+REQUESTS = [
+    (
+        "POST",
+        {"json": {"identifiers": {"guest_ref": "${guest.ref}", "email": " Jane@Example.COM "}}},
+    ),
+    ("POST", {"json": {"identifiers": {"crm_id": "C-7"}, "fields": ["traits.tier", "segments"]}}),
+    ("POST", {"json": {"identifiers": {"email": "nobody@example.com"}, "fields": "traits.tier"}}),
+    ("GET", {"params": {"email": "jane@example.com", "fields": "metrics.order_count"}}),
+    ("GET", {"params": {"phone": "not a phone", "crm_id": "C-7"}}),
+]
+
+
+class TestFastPath:
+    async def test_answers_match_the_route_byte_for_byte(self, running: RunningApp) -> None:
+        http: httpx.AsyncClient = running.http
+        headers = await token(running, "profiles:read profiles:write")
+        assert (await http.put("/v1/profiles/crm_id/C-7", json=JANE, headers=headers)).is_success
+        served = spy_fast_path(running)
+        for method, options in REQUESTS:
+            # A token first seen here goes through FastAPI; the same token next time is fast.
+            fresh = await token(running, "profiles:read")
+            slow = await http.request(method, "/v1/enrich", headers=fresh, **options)
+            before = served[0]
+            fast = await http.request(method, "/v1/enrich", headers=fresh, **options)
+            assert served[0] == before + 1, (method, options)
+            assert slow.status_code == fast.status_code == 200
+            assert slow.json() == fast.json()
+            assert slow.headers["content-type"] == fast.headers["content-type"]
+
+    async def test_gzip_when_asked(self, running: RunningApp) -> None:
+        headers = await token(running, "profiles:read profiles:write")
+        await running.http.put("/v1/profiles/crm_id/C-7", json=JANE, headers=headers)
+        request = {"identifiers": {"crm_id": "C-7"}}
+        await running.http.post("/v1/enrich", json=request, headers=headers)
+        response = await running.http.post(
+            "/v1/enrich", json=request, headers={**headers, "Accept-Encoding": "gzip"}
+        )
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.json()["traits"]["tier"] == "gold"  # httpx decoded it
+        raw = await running.http.post(
+            "/v1/enrich", json=request, headers={**headers, "Accept-Encoding": "identity"}
+        )
+        assert "content-encoding" not in raw.headers
+        assert len(gzip.compress(raw.content)) < len(raw.content)
+
+    async def test_bad_requests_fall_through_to_the_routes_errors(
+        self, running: RunningApp
+    ) -> None:
+        http = running.http
+        headers = await token(running, "profiles:read")
+        await http.post("/v1/enrich", json={"identifiers": {}}, headers=headers)  # seen token
+        served = spy_fast_path(running)
+        bad = [
+            ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
+            ({"json": {"identifiers": {"bad type!": "x"}}}, 400),
+            ({"json": {"identifiers": {}, "extra": 1}}, 422),
+            ({"json": {"identifiers": {}, "fields": ["nope.x"]}}, 422),
+            ({"json": {"identifiers": "jane@example.com"}}, 422),
+        ]
+        for options, status in bad:
+            extra_headers = options.pop("headers", {})
+            response = await http.post(
+                "/v1/enrich", headers={**headers, **extra_headers}, **options
+            )
+            assert response.status_code == status, (options, response.text)
+            assert "error" in response.json()
+        assert served[0] == 0
+
+    async def test_a_cached_token_without_the_scope_or_revoked_is_refused(
+        self, running: RunningApp
+    ) -> None:
+        http = running.http
+        writer = await token(running, "profiles:write")
+        request = {"identifiers": {"email": "jane@example.com"}}
+        assert (await http.post("/v1/enrich", json=request, headers=writer)).status_code == 403
+        assert (await http.post("/v1/enrich", json=request, headers=writer)).status_code == 403
+        reader = await token(running, "profiles:read")
+        assert (await http.post("/v1/enrich", json=request, headers=reader)).status_code == 200
+        running.runtime.revocations.add(
+            running.runtime.verifier.cached(reader["Authorization"][7:]).jti,  # type: ignore[union-attr]
+            2**40,
+        )
+        refused = await http.post("/v1/enrich", json=request, headers=reader)
+        assert refused.status_code == 401
+        assert 'error="invalid_token"' in refused.headers["www-authenticate"]

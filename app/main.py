@@ -154,6 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hook costs every
+        # request an environment lookup even when nothing is configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         swagger_ui_init_oauth={"clientId": "", "usePkceWithAuthorizationCodeGrant": False},
     )
     app.state.settings = settings

@@ -21,14 +21,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.tokens import InvalidTokenError
 from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip
 from app.enrich.schemas import MAX_IDENTIFIERS
-from app.enrich.service import parse_fields
+from app.enrich.service import Selection, parse_fields
 from app.exceptions import AppError, ServiceUnavailableError
-from app.profiles.identity import lookup_keys
+from app.profiles.identity import Key, lookup_keys
 from app.state import Runtime
 
 PATH = "/v1/enrich"
 SCOPE = "profiles:read"
 REQUEST_MEMBERS = frozenset(("identifiers", "fields"))
+# Distinct request bodies whose parsed form is remembered (cleared when full).
+PARSED_MAX = 100_000
 _BASE_HEADERS = [(b"content-type", b"application/json"), (b"vary", b"Accept-Encoding")]
 _X_CACHE = {level: (b"x-cache", level.encode()) for level in ("hit", "miss", "stale")}
 
@@ -37,6 +39,7 @@ class EnrichFastPath:
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
+        self._parsed: dict[tuple[str, bytes], tuple[tuple[Key, ...], Selection]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH:
@@ -61,22 +64,21 @@ class EnrichFastPath:
         if not self._authorized(runtime, authorization):
             await self.app(scope, receive, send)
             return
-        request = (
-            _from_json(body, content_type)
-            if method == "POST"
-            else _from_query(scope.get("query_string", b""))
-        )
-        if request is None:
-            await self.app(scope, receive, send)
-            return
-        try:
-            keys = lookup_keys(request[0], runtime.settings.default_phone_region)
-            selection = parse_fields(request[1])
-        except AppError:
-            await self.app(scope, receive, send)  # the route renders the 4xx
-            return
+        # Normalizing a request is a pure function of its bytes: remember it, so a repeated
+        # request (Personalize asks for the same guests all day) skips parsing entirely.
+        raw = (method, body if method == "POST" else scope.get("query_string", b""))
+        parsed = self._parsed.get(raw)
+        if parsed is None:
+            parsed = self._parse(runtime, method, body, content_type, raw[1])
+            if parsed is None:
+                await self.app(scope, receive, send)  # the route renders the 4xx
+                return
+            if len(self._parsed) >= PARSED_MAX:
+                self._parsed.clear()
+            self._parsed[raw] = parsed
+        keys, selection = parsed
         cache = runtime.enrich_cache
-        answer = cache.l1_hit(tuple(keys), selection)
+        answer = cache.l1_hit(keys, selection)
         level = "hit"
         if answer is None:
             try:
@@ -85,6 +87,20 @@ class EnrichFastPath:
                 await _send_error(send, exc)
                 return
         await _send(send, answer, level, accept_encoding)
+
+    @staticmethod
+    def _parse(
+        runtime: Runtime, method: str, body: bytes, content_type: bytes, query: bytes
+    ) -> tuple[tuple[Key, ...], Selection] | None:
+        request = _from_json(body, content_type) if method == "POST" else _from_query(query)
+        if request is None:
+            return None
+        try:
+            keys = lookup_keys(request[0], runtime.settings.default_phone_region)
+            selection = parse_fields(request[1])
+        except AppError:
+            return None
+        return tuple(keys), selection
 
     @staticmethod
     def _authorized(runtime: Runtime, authorization: bytes) -> bool:

@@ -1,0 +1,325 @@
+"""The hot-path benchmark: enrich beside a bare ASGI app, same server flags, one run.
+
+    .venv/bin/python bench/hotpath.py [--profiles 100000] [--seconds 10] [--connections 32]
+
+Starts the service on PostgreSQL + Redis with one uvicorn worker (uvloop, httptools), loads
+the demo data set (N profiles, reused while the database holds them), and measures with wrk
+(`wrk -t1 -cC -dS --latency`), each scenario after a 2 s warm-up:
+
+  bare ASGI      bench/bare_app.py answering the same bytes as enrich (the limit)
+  L1 hit         enrich for the demo guest, answered from the worker's own cache
+  L2 hit         the same with L1 off (ENRICH_CACHE_L1_MAX_ENTRIES=0): one Redis MGET
+  miss to PG     cache off (ENRICH_CACHE_ENABLED=false), a random known guest per request
+  unknown guest  cache on, a new unknown guest per request (PostgreSQL + a negative entry)
+  1 connection   the L1 hit and the bare app with a single connection (latency)
+
+Prints a table with the ratios to the bare app, writes bench/out/hotpath.json and, when
+matplotlib is installed (`pip install -e '.[bench]'`), bench/out/hotpath.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import redis
+from common import OUT, create_database, data_file, database_exists, pg_url
+
+from app.auth.service import ClientService
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker
+from app.ingest.importer import import_file
+
+HERE = Path(__file__).resolve().parent
+ENRICH = str(Path(sys.executable).with_name("enrich"))
+UVICORN = str(Path(sys.executable).with_name("uvicorn"))
+REDIS_URL = os.environ.get("ENRICH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+DEMO_REQUEST = '{"identifiers":{"email":"demo@example.com"}}'
+
+
+@dataclass
+class Result:
+    name: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def ensure_profiles(database: str, profiles: int) -> str:
+    url = pg_url(database)
+    if await database_exists(database):
+        connection = await asyncpg.connect(url)
+        try:
+            count = await connection.fetchval("SELECT count(*) FROM profiles")
+        finally:
+            await connection.close()
+        if count >= profiles:
+            print(f"reusing {database}: {count:,} profiles")
+            return url
+    url = await create_database(database)
+    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    report = await import_file(data_file(profiles, "ndjson", "full"), settings)
+    print(f"loaded {report.rows:,} profiles in {report.seconds:.0f} s")
+    from app.ingest.demo import load_demo
+
+    engine = create_engine(settings)
+    async with create_sessionmaker(engine)() as session:
+        await load_demo(session, settings, 1)  # the demo guest
+        await session.commit()
+    await engine.dispose()
+    return url
+
+
+async def make_client(url: str) -> tuple[str, str]:
+    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    engine = create_engine(settings)
+    async with create_sessionmaker(engine)() as session:
+        client, secret = await ClientService(session).create("hotpath-bench", "profiles:read")
+        await session.commit()
+    await engine.dispose()
+    return client.client_id, secret
+
+
+class Server:
+    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server on {port} did not start: {command}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def enrich_server(env: dict[str, str]) -> Server:
+    port = free_port()
+    return Server(
+        [ENRICH, "serve", "--port", str(port), "--workers", "1"],
+        {**env, "ENRICH_PUBLIC_URL": f"http://127.0.0.1:{port}"},
+        port,
+    )
+
+
+def bare_server(body_file: Path) -> Server:
+    port = free_port()
+    command = [
+        UVICORN, "bare_app:app", "--app-dir", str(HERE), "--port", str(port), "--workers", "1",
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    return Server(command, {"ENRICH_BARE_BODY_FILE": str(body_file)}, port)
+
+
+LUA = {
+    "fixed": """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+wrk.body = '{body}'
+""",
+    "known": """
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+request = function()
+  local body = string.format('{{"identifiers":{{"crm_id":"CRM-%07d"}}}}', math.random(1, {n}))
+  return wrk.format("POST", "/v1/enrich", nil, body)
+end
+""",
+    "unknown": """
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('{{"identifiers":{{"crm_id":"NOPE-%d-%d"}}}}', {salt}, counter)
+  return wrk.format("POST", "/v1/enrich", nil, body)
+end
+""",
+}
+
+_LATENCY = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(name: str, port: int, script: str, connections: int, seconds: int) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    url = f"http://127.0.0.1:{port}/v1/enrich"
+    base = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", handle.name]
+    subprocess.run([*base, "-d2s", url], capture_output=True, check=True)  # warm-up
+    output = subprocess.run(
+        [*base, f"-d{seconds}s", url], capture_output=True, text=True, check=True
+    ).stdout
+    os.unlink(handle.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    latency = {p: float(v) * _UNIT[u] for p, v, u in _LATENCY.findall(output)}
+    errors = sum(
+        int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|errors: .*?):? (\d+)", output)
+    )
+    return Result(name, connections, rps, latency["50"], latency["99"], errors)
+
+
+def scenario_script(mode: str, token: str, profiles: int) -> str:
+    return LUA[mode].format(
+        token=token, body=DEMO_REQUEST, n=profiles, salt=uuid.uuid4().int % 1_000_000
+    )
+
+
+def token_for(port: int, client: tuple[str, str]) -> str:
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=client,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    url = asyncio.run(ensure_profiles(args.database, args.profiles))
+    client = asyncio.run(make_client(url))
+    prefix = f"enrich-bench-{uuid.uuid4().hex[:8]}:"
+    base_env = {
+        "ENRICH_DATABASE_URL": url,
+        "ENRICH_REDIS_URL": REDIS_URL,
+        "ENRICH_REDIS_PREFIX": prefix,
+        "ENRICH_ENVIRONMENT": "production",
+        "ENRICH_LOG_LEVEL": "WARNING",
+        "ENRICH_WORKERS": "1",
+    }
+    results: list[Result] = []
+    c, s = args.connections, args.seconds
+    body_file = OUT / "hotpath-answer.json"
+    try:
+        server = enrich_server(base_env)
+        try:
+            token = token_for(server.port, client)
+            answer = httpx.post(
+                f"http://127.0.0.1:{server.port}/v1/enrich",
+                content=DEMO_REQUEST,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            assert answer.json()["found"], answer.text
+            body_file.write_bytes(answer.content)
+            print(f"answer: {len(answer.content)} bytes")
+            fixed = scenario_script("fixed", token, args.profiles)
+            results.append(wrk("L1 hit", server.port, fixed, c, s))
+            results.append(wrk("L1 hit, 1 connection", server.port, fixed, 1, s))
+            results.append(
+                wrk("unknown guest", server.port, scenario_script("unknown", token, 0), c, s)
+            )
+        finally:
+            server.stop()
+        bare = bare_server(body_file)
+        try:
+            results.insert(0, wrk("bare ASGI", bare.port, fixed, c, s))
+            results.insert(1, wrk("bare ASGI, 1 connection", bare.port, fixed, 1, s))
+        finally:
+            bare.stop()
+        for name, env, mode in (
+            ("L2 hit (L1 off)", {"ENRICH_CACHE_L1_MAX_ENTRIES": "0"}, "fixed"),
+            ("miss to PostgreSQL", {"ENRICH_CACHE_ENABLED": "false"}, "known"),
+        ):
+            server = enrich_server({**base_env, **env})
+            try:
+                token = token_for(server.port, client)
+                script = scenario_script(mode, token, args.profiles)
+                results.append(wrk(name, server.port, script, c, s))
+            finally:
+                server.stop()
+    finally:
+        flush = redis.Redis.from_url(REDIS_URL)
+        keys = list(flush.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            flush.delete(*keys)
+        flush.close()
+    return results
+
+
+def report(results: list[Result], args: argparse.Namespace) -> None:
+    bare = {r.connections: r for r in results if r.name.startswith("bare ASGI")}
+    print(
+        f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, 1 uvicorn worker (uvloop, httptools),"
+        f" {args.profiles:,} profiles, PostgreSQL + Redis\n"
+    )
+    print("| scenario | connections | rps | x bare | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        ratio = r.rps / bare[r.connections].rps if r.connections in bare else float("nan")
+        print(
+            f"| {r.name} | {r.connections} | {r.rps:,.0f} | {ratio:.2f} | {r.p50_ms:.3f} |"
+            f" {r.p99_ms:.2f} | {r.errors} |"
+        )
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "hotpath.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("\n(matplotlib not installed: no chart; pip install -e '.[bench]')")
+        return
+    many = [r for r in results if r.connections == args.connections]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    names = [r.name for r in many]
+    left.barh(names, [r.rps for r in many], color="#3b7dd8")
+    left.set_xlabel("requests per second")
+    left.invert_yaxis()
+    right.barh(names, [r.p99_ms for r in many], color="#d8823b")
+    right.set_xlabel("p99 latency (ms)")
+    right.invert_yaxis()
+    right.set_yticklabels([])
+    figure.suptitle(f"enrich hot path vs a bare ASGI app ({args.connections} connections)")
+    figure.tight_layout()
+    figure.savefig(OUT / "hotpath.png", dpi=110)
+    print(f"\nchart: {OUT / 'hotpath.png'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profiles", type=int, default=100_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--database", default="enrich_bench_hot")
+    args = parser.parse_args()
+    report(run(args), args)
+
+
+if __name__ == "__main__":
+    main()

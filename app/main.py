@@ -13,7 +13,7 @@ import redis.asyncio as redis
 import structlog
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
 from app.auth.router import router as auth_router
@@ -26,10 +26,10 @@ from app.caching.l1 import L1Cache
 from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
 from app.dependencies import RuntimeDep
-from app.enrich.cache import EnrichCache, invalidation_channel
+from app.enrich.cache import EnrichCache, Lookup, invalidation_channel
 from app.enrich.fastpath import EnrichFastPath
+from app.enrich.repository import PgLookup, first_match, reader
 from app.enrich.router import router as enrich_router
-from app.enrich.service import lookup
 from app.events.router import router as events_router
 from app.exceptions import install_handlers
 from app.logging import configure_logging
@@ -76,7 +76,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         await KeyService(session).ensure_active(settings.signing_algorithm)
         await session.commit()
     await sync.refresh()
-    enrich_cache = build_enrich_cache(settings, sessionmaker, cache)
+    enrich_cache = await build_enrich_cache(settings, engine, cache)
     return Runtime(
         settings=settings,
         engine=engine,
@@ -92,9 +92,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     )
 
 
-def build_enrich_cache(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], cache: Cache
-) -> EnrichCache:
+async def build_enrich_cache(settings: Settings, engine: AsyncEngine, cache: Cache) -> EnrichCache:
     l1 = L1Cache(
         settings.cache_l1_max_entries if settings.cache_enabled else 0,
         settings.cache_l1_ttl_seconds,
@@ -114,13 +112,20 @@ def build_enrich_cache(
         single_process=settings.workers == 1 and settings.cache_enabled,
         ack_timeout=settings.cache_invalidation_ack_ms / 1000,
     )
-    return EnrichCache(settings, partial(lookup, sessionmaker), l2, bus, l1)
+    lookup: Lookup
+    if engine.dialect.name == "postgresql":
+        lookup = await PgLookup.create(settings)
+    else:
+        lookup = partial(first_match, reader(engine))
+    return EnrichCache(settings, lookup, l2, bus, l1)
 
 
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.auth_sync.stop()
     await runtime.enrich_cache.bus.stop()
     await runtime.enrich_cache.close()
+    if isinstance(runtime.enrich_cache.lookup, PgLookup):
+        await runtime.enrich_cache.lookup.close()
     if runtime.enrich_cache.bus.client is not None:
         await runtime.enrich_cache.bus.client.aclose()
     await runtime.cache.close()

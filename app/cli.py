@@ -199,6 +199,44 @@ def keys_rotate() -> None:
     console.print(f"new signing key {kid} is active (workers pick it up within seconds)")
 
 
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A .csv, .ndjson or .jsonl file")],
+    source: Annotated[
+        str | None, typer.Option(help="Source label for records that carry none")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=100, max=50_000, help="Records per transaction")
+    ] = 10_000,
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv or ndjson (default: by extension)")
+    ] = None,
+) -> None:
+    """Bulk-load profiles from CSV or NDJSON; bad lines are reported, the rest still load."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.ingest.terminal import print_report, run_import
+
+    try:
+        report = run_import(
+            path,
+            get_settings(),
+            file_format=file_format,
+            source=source,
+            batch_size=batch_size,
+            console=err,
+        )
+    except AppError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        err.print(f"[red]error:[/red] database: {type(exc).__name__}: {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    print_report(report, console, err)
+    if report.rows and not report.loaded:
+        raise typer.Exit(1)  # nothing could be loaded: most likely the wrong file
+
+
 DEMO_CLIENT_NAME = "demo"
 DEMO_SCOPES = "profiles:read profiles:write events:write admin"
 

@@ -17,7 +17,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.profiles.documents import PreparedProfile, column_value, prepare
-from app.profiles.identity import IdentifierError, write_keys
+from app.profiles.identity import (
+    BUILTIN_TYPES,
+    MAX_VALUE_LENGTH,
+    IdentifierError,
+    Key,
+    is_absent,
+    normalize_type,
+    normalize_value,
+    with_derived,
+)
 from app.profiles.schemas import EVENT_METRICS, TIMESTAMP_METRICS, ProfileDocument, as_utc
 from app.profiles.schemas import _event_metric as event_metric
 from app.profiles.schemas import _number as to_number
@@ -30,6 +39,9 @@ ISO_TIMESTAMP = re.compile(
 
 
 INFINITY = float("inf")
+NANP_E164 = re.compile(r"^\+1[2-9][0-9]{2}[2-9][0-9]{6}$")
+PLAIN_TYPES = frozenset({"crm_id", "guest_ref"})  # stored as given (trimmed)
+TYPE_MEMO: dict[str, str] = {}
 
 
 class Slow(Exception):
@@ -105,15 +117,56 @@ def _direct(raw: dict[str, Any], region: str) -> PreparedProfile:
     if source is not None and (type(source) is not str or len(source) > 100):
         raise Slow
     metrics, columns = _metrics(raw.get("metrics", {}))
+    recommendations = _recommendations(raw.get("recommendations", []))
+    # Last: the full path reports a payload problem before an identifier problem.
     return PreparedProfile(
-        keys=write_keys(identifiers, region),
+        keys=keys_of(identifiers, region),
         traits=traits,
         segments=segments,
         metrics=metrics,
-        recommendations=_recommendations(raw.get("recommendations", [])),
+        recommendations=recommendations,
         source=source,
         columns=columns,
     )
+
+
+def keys_of(identifiers: dict[str, Any], region: str) -> list[Key]:
+    """``write_keys``, with shortcuts where its answer is known without the general rules.
+
+    A type name is normalized once per name (a pure function, so a memo is exact). A string
+    value without surrounding whitespace that is not a placeholder is present and its own
+    stripped text; an E.164 North American number (``+1``, area code and exchange not starting
+    with 0 or 1) is already what libphonenumber would make of it. Everything else goes through
+    ``normalize_value``.
+    """
+    keys: list[Key] = []
+    for raw_type, value in identifiers.items():
+        id_type = TYPE_MEMO.get(raw_type)
+        if id_type is None:
+            id_type = normalize_type(raw_type)
+            if len(TYPE_MEMO) < 1000:
+                TYPE_MEMO[raw_type] = id_type
+        if (
+            type(value) is str
+            and value
+            and not value[0].isspace()
+            and not value[-1].isspace()
+            and not value.startswith("${")
+            and len(value) <= MAX_VALUE_LENGTH
+        ):
+            if id_type == "phone":
+                if not NANP_E164.match(value):
+                    value = normalize_value(id_type, value, region)
+            elif id_type in PLAIN_TYPES or id_type not in BUILTIN_TYPES:
+                pass
+            else:
+                value = normalize_value(id_type, value, region)
+        elif is_absent(value):
+            continue
+        else:
+            value = normalize_value(id_type, value, region)
+        keys.append((id_type, value))
+    return with_derived(keys)
 
 
 def _finite(value: float) -> float:

@@ -9,8 +9,10 @@ The statements run on the session's own connection, inside the caller's transact
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -18,6 +20,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.base import utcnow
+from app.profiles.documents import PreparedProfile
 from app.profiles.identity import Key
 
 if TYPE_CHECKING:
@@ -46,6 +49,8 @@ PROFILE_COLUMNS = (
     "updated_at",
     "version",
 )
+
+IDENTIFIER_COLUMNS = ("type", "value", "profile_id")
 
 OWNERS = """
 SELECT i.type, i.value, i.profile_id
@@ -98,13 +103,48 @@ RETURNING p.id
 """
 
 
+ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+SPECIAL = frozenset("\\\t\n\r")
+NULL = "\\N"
+
+Texts = tuple[str, str, str, str]  # traits, segments, metrics, recommendations as JSON
+
+
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def texts_of(content: PreparedProfile) -> Texts:
+    return (
+        dumps(content.traits),
+        dumps(content.segments),
+        dumps(content.metrics),
+        dumps(content.recommendations),
+    )
+
+
+def field(value: str) -> str:
+    """A value in COPY's text format (backslash, tab, newline and return escaped)."""
+    return value.translate(ESCAPES) if not SPECIAL.isdisjoint(value) else value
+
+
+def json_field(text: str) -> str:
+    # orjson writes control characters as JSON escapes, so only backslashes need doubling.
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+def optional(value: Any) -> str:
+    if value is None:
+        return NULL
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 class PgStore:
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.pg = connection
+        self.texts: dict[int, Texts] = {}
 
     @classmethod
     async def open(cls, session: AsyncSession) -> PgStore:
@@ -114,6 +154,23 @@ class PgStore:
         driver = raw.driver_connection
         assert isinstance(driver, asyncpg.Connection)
         return cls(driver)
+
+    def check_transaction(self) -> None:
+        if not self.pg.is_in_transaction():
+            raise RuntimeError("the bulk engine must run inside a transaction")
+
+    def serialize(self, records: Sequence[tuple[int, PreparedProfile]]) -> None:
+        """Turn the records' content into JSON text (run while a lookup is in flight)."""
+        from app.ingest.parallel import EncodedProfile
+
+        self.texts = {
+            id(record): record.texts if isinstance(record, EncodedProfile) else texts_of(record)
+            for _, record in records
+        }
+
+    def _texts(self, content: PreparedProfile) -> Texts:
+        found = self.texts.get(id(content))
+        return found if found is not None else texts_of(content)
 
     async def owners(self, keys: Sequence[Key]) -> dict[Key, uuid.UUID]:
         rows = await self.pg.fetch(OWNERS, [k[0] for k in keys], [k[1] for k in keys])
@@ -126,67 +183,80 @@ class PgStore:
         return [(t, v) for t, v in await self.pg.fetch(KEYS_OF, list(ids))]
 
     async def write(self, plan: Plan) -> set[uuid.UUID]:
-        now = utcnow()
+        """COPY new profiles, then new identifiers, then one UPDATE for the existing profiles.
+
+        Each statement's input is built while the previous statement runs on the server.
+        """
+        now = utcnow().isoformat()
         created = plan.created
+        pending = None
         if created:
-            await self.pg.copy_records_to_table(
-                "profiles", records=[_new_row(t, now) for t in created], columns=PROFILE_COLUMNS
+            rows = "".join([self._profile_line(t, now) for t in created]).encode()
+            # A memoryview: asyncpg would take bytes for a file name.
+            pending = asyncio.ensure_future(
+                self.pg.copy_to_table("profiles", source=memoryview(rows), columns=PROFILE_COLUMNS)
             )
+            await asyncio.sleep(0)  # let the COPY start before building the next input
         # Sorted keys touch the index in order and keep concurrent loads from deadlocking.
-        new_keys = sorted((*key, t.profile_id) for t in plan.targets.values() for key in t.new_keys)
-        if new_keys:
-            await self.pg.copy_records_to_table(
-                "identifiers", records=new_keys, columns=("type", "value", "profile_id")
-            )
+        lines: list[str] = []
+        for target in plan.targets.values():
+            if target.new_keys:
+                tail = f"\t{target.profile_id}\n"
+                lines.extend(f"{field(t)}\t{field(v)}{tail}" for t, v in target.new_keys)
+        lines.sort()
+        if pending is not None:
+            await pending
         existing = plan.existing
-        if not existing:
+        pending = None
+        if lines:
+            pending = asyncio.ensure_future(
+                self.pg.copy_to_table(
+                    "identifiers",
+                    source=memoryview("".join(lines).encode()),
+                    columns=IDENTIFIER_COLUMNS,
+                )
+            )
+            await asyncio.sleep(0)
+        arrays = self._update_arrays(existing) if existing else None
+        if pending is not None:
+            await pending
+        if arrays is None:
             return set()
-        rows = await self.pg.fetch(UPDATE, *_update_arrays(existing), now)
-        return {row[0] for row in rows}
+        rows_changed = await self.pg.fetch(UPDATE, *arrays, utcnow())
+        return {row[0] for row in rows_changed}
 
-
-def _new_row(target: Target, now: Any) -> tuple[Any, ...]:
-    content = target.content
-    columns = target.columns
-    return (
-        target.profile_id,
-        dumps(content.traits),
-        dumps(content.segments),
-        dumps(content.metrics),
-        dumps(content.recommendations),
-        content.source,
-        columns.get("order_count"),
-        columns.get("lifetime_value"),
-        columns.get("last_order_at"),
-        columns.get("last_event_at"),
-        now,
-        now,
-        1,
-    )
-
-
-def _update_arrays(targets: Sequence[Target]) -> list[list[Any]]:
-    arrays: list[list[Any]] = [[] for _ in range(15)]
-    for target in targets:
-        content = target.content
+    def _profile_line(self, target: Target, now: str) -> str:
+        traits, segments, metrics, recommendations = self._texts(target.content)
+        source = target.content.source
         columns = target.columns
-        values = (
-            target.profile_id,
-            dumps(content.traits),
-            dumps(content.segments),
-            dumps(content.metrics),
-            dumps(content.recommendations),
-            content.source,
-            "order_count" in columns,
-            columns.get("order_count"),
-            "lifetime_value" in columns,
-            columns.get("lifetime_value"),
-            "last_order_at" in columns,
-            columns.get("last_order_at"),
-            "last_event_at" in columns,
-            columns.get("last_event_at"),
-            bool(target.new_keys),
+        return (
+            f"{target.profile_id}\t{json_field(traits)}\t{json_field(segments)}\t"
+            f"{json_field(metrics)}\t{json_field(recommendations)}\t"
+            f"{NULL if source is None else field(source)}\t"
+            f"{optional(columns.get('order_count'))}\t{optional(columns.get('lifetime_value'))}\t"
+            f"{optional(columns.get('last_order_at'))}\t{optional(columns.get('last_event_at'))}\t"
+            f"{now}\t{now}\t1\n"
         )
-        for array, value in zip(arrays, values, strict=True):
-            array.append(value)
-    return arrays
+
+    def _update_arrays(self, targets: Sequence[Target]) -> list[list[Any]]:
+        arrays: list[list[Any]] = [[] for _ in range(15)]
+        for target in targets:
+            content = target.content
+            columns = target.columns
+            values = (
+                target.profile_id,
+                *self._texts(content),
+                content.source,
+                "order_count" in columns,
+                columns.get("order_count"),
+                "lifetime_value" in columns,
+                columns.get("lifetime_value"),
+                "last_order_at" in columns,
+                columns.get("last_order_at"),
+                "last_event_at" in columns,
+                columns.get("last_event_at"),
+                bool(target.new_keys),
+            )
+            for array, value in zip(arrays, values, strict=True):
+                array.append(value)
+        return arrays

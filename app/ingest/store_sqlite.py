@@ -11,12 +11,12 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, bindparam, insert, select, tuple_, update
+from sqlalchemy import Row, Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Identifier, Profile
 from app.models.base import utcnow
-from app.profiles.documents import differs
+from app.profiles.documents import PreparedProfile, differs
 from app.profiles.identity import Key
 from app.profiles.schemas import EVENT_METRICS
 
@@ -26,14 +26,24 @@ if TYPE_CHECKING:
 # Far below SQLite's limit on bound parameters per statement.
 CHUNK = 400
 
-profiles = Profile.__table__
-identifiers = Identifier.__table__
+profiles: Table = Profile.__table__  # type: ignore[assignment]
+identifiers: Table = Identifier.__table__  # type: ignore[assignment]
 
 
 class SqliteStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.stored: dict[uuid.UUID, Row[Any]] = {}
+
+    def check_transaction(self) -> None:
+        """SQLAlchemy runs every statement here, inside the session's transaction."""
+
+    def serialize(self, records: Sequence[tuple[int, PreparedProfile]]) -> None:
+        """Nothing to do ahead: SQLAlchemy serializes the JSON columns itself."""
+        from app.ingest.parallel import EncodedProfile
+
+        if any(isinstance(record, EncodedProfile) for _, record in records):
+            raise TypeError("JSON-encoded records are for the PostgreSQL store only")
 
     async def owners(self, keys: Sequence[Key]) -> dict[Key, uuid.UUID]:
         found: dict[Key, uuid.UUID] = {}

@@ -1,0 +1,252 @@
+"""``enrich import``: stream a file through the bulk engine, one transaction per batch.
+
+A thread reads and prepares the next batch while the database writes the current one, so
+parsing and PostgreSQL work side by side on two cores. Every batch commits on its own and then
+drops the cached enrich answers of the profiles it changed. A bad line fails alone; it is
+reported with its line number and the rest of the file still loads. Running the same file
+again changes nothing (every record comes back "unchanged").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker
+from app.ingest.bulk import BulkResult, upsert_prepared
+from app.ingest.parallel import ProcessReader, decode
+from app.ingest.readers import (
+    CountingReader,
+    Format,
+    ImportFileError,
+    Item,
+    detect_format,
+    read_csv,
+    read_ndjson,
+)
+from app.profiles.identity import Key
+
+DEFAULT_BATCH = 10_000
+# Below this a second process costs more to start than it saves.
+PROCESS_READER_BYTES = 16 * 1024 * 1024
+MAX_ERRORS = 1000  # kept for the report; the count covers all of them
+
+Progress = Callable[[int, int], None]  # rows read so far, bytes read so far
+Invalidate = Callable[[list[Key]], Awaitable[None]]
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, why), the first ones
+    seconds: float = 0.0
+
+    @property
+    def loaded(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    def add(self, result: BulkResult) -> None:
+        self.rows += len(result.results)
+        self.created += result.created
+        self.updated += result.updated
+        self.unchanged += result.unchanged
+        self.failed += result.failed
+        room = MAX_ERRORS - len(self.errors)
+        if room > 0 and result.failed:
+            failures = [(o.index, o.error or "failed") for o in result.results if o.error]
+            self.errors.extend(failures[:room])
+
+
+@dataclass
+class Batch:
+    items: list[Item]
+    position: int
+
+
+def batches(
+    path: Path, file_format: Format, region: str, source: str | None, size: int
+) -> Iterator[Batch]:
+    """The file's records, ``size`` at a time (blocking: runs in the reader thread)."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with handle:
+        lines = CountingReader(handle)
+        read = read_csv if file_format == "csv" else read_ndjson
+        items: list[Item] = []
+        try:
+            for item in read(lines, region, source):
+                items.append(item)
+                if len(items) >= size:
+                    yield Batch(items, lines.position)
+                    items = []
+        except OSError as exc:
+            raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if items:
+            yield Batch(items, lines.position)
+
+
+class Reader(threading.Thread):
+    """Fills a small queue with prepared batches; an error is handed over, not lost."""
+
+    END = object()
+
+    def __init__(self, source: Iterator[Batch]) -> None:
+        super().__init__(name="enrich-import-reader", daemon=True)
+        self.source = source
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=2)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for batch in self.source:
+                if not self._put(batch):
+                    return
+            self._put(self.END)
+        except BaseException as exc:  # handed to the event loop, which raises it
+            self._put(exc)
+
+    def _put(self, item: object) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+async def import_file(
+    path: Path,
+    settings: Settings,
+    *,
+    file_format: str | None = None,
+    source: str | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+    invalidate: Invalidate | None = None,
+) -> ImportReport:
+    """Load ``path`` (CSV or NDJSON) into the database; raise ImportFileError if it cannot."""
+    chosen = detect_format(path, file_format)
+    if not await asyncio.to_thread(path.is_file):
+        raise ImportFileError(f"cannot read {path}: no such file")
+    # A large batch may take longer than the API's statement timeout.
+    engine = create_engine(settings.model_copy(update={"db_statement_timeout_ms": 0}))
+    sessions = create_sessionmaker(engine)
+    region = settings.default_phone_region
+    size = (await asyncio.to_thread(path.stat)).st_size
+    if not settings.is_sqlite and size >= PROCESS_READER_BYTES:
+        next_batch = _from_process(ProcessReader(path, chosen, region, source, batch_size))
+    else:
+        next_batch = _from_thread(Reader(batches(path, chosen, region, source, batch_size)))
+    report = ImportReport()
+    started = time.perf_counter()
+    # Many small objects live briefly here; the cyclic GC would keep rescanning them.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while (batch := await anext(next_batch)) is not None:
+            async with sessions() as session:
+                result = await upsert_prepared(session, batch.items)
+                await session.commit()
+            report.add(result)
+            report.seconds = time.perf_counter() - started
+            if invalidate is not None and result.changed_keys:
+                await invalidate(result.changed_keys)
+            if progress is not None:
+                progress(report.rows, batch.position)
+    finally:
+        await next_batch.aclose()
+        if gc_was_enabled:
+            gc.enable()
+        await engine.dispose()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _from_thread(reader: Reader) -> AsyncGenerator[Batch | None, None]:
+    # The reader thread should hand the GIL back quickly when a database reply arrives.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    reader.start()
+    try:
+        while True:
+            item = await asyncio.to_thread(reader.queue.get)
+            if item is Reader.END:
+                yield None
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, Batch)
+            yield item
+    finally:
+        reader.stopped.set()
+        sys.setswitchinterval(switch_interval)
+
+
+async def _from_process(reader: ProcessReader) -> AsyncGenerator[Batch | None, None]:
+    try:
+        while True:
+            kind, payload, position = await asyncio.to_thread(reader.receive)
+            if kind == "batch":
+                yield Batch(decode(payload), position)
+            elif kind == "end":
+                yield None
+                return
+            else:
+                raise ImportFileError(payload.decode())
+    finally:
+        await asyncio.to_thread(reader.close)
+
+
+Closer = Callable[[], Awaitable[None]]
+
+
+def cache_invalidator(settings: Settings) -> tuple[Invalidate | None, Closer]:
+    """Drop cached enrich answers in Redis and in every server process's own cache.
+
+    Without Redis there is no shared cache to reach (the embedded server's answers expire on
+    their own). A failure is reported once and the import goes on: the data is saved.
+    """
+    if not settings.redis_dsn:
+
+        async def nothing() -> None:
+            return None
+
+        return None, nothing
+    from app.enrich.cache import RemoteInvalidator
+
+    remote = RemoteInvalidator(settings)
+    warned = False
+
+    async def invalidate(keys: list[Key]) -> None:
+        nonlocal warned
+        try:
+            await remote.invalidate(keys)
+        except Exception as exc:
+            if not warned:
+                warned = True
+                print(  # noqa: T201 - the CLI's own warning channel is stderr
+                    f"warning: cached answers could not be dropped ({type(exc).__name__}); "
+                    "they expire on their own",
+                    file=sys.stderr,
+                )
+
+    return invalidate, remote.close

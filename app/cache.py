@@ -12,6 +12,8 @@ from typing import Protocol
 
 import redis.asyncio as redis
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from app.config import Settings
 
@@ -121,6 +123,9 @@ class RedisCache:
             socket_connect_timeout=settings.redis_connect_timeout,
             socket_timeout=settings.redis_socket_timeout,
             health_check_interval=30,
+            # A restarted Redis leaves a dead connection in the pool, which fails once: try
+            # a new one then. A timeout is not retried (a hung Redis must cost one timeout).
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         return cls(client, settings.redis_prefix)
 

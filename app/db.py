@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,7 +30,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     connect_args: dict[str, Any] = {"server_settings": {"application_name": "enrich"}}
     if settings.db_statement_timeout_ms:
         connect_args["server_settings"]["statement_timeout"] = str(settings.db_statement_timeout_ms)
-    return create_async_engine(
+    # A connection that cannot be made in time is an outage (503), not a hang.
+    connect_args["timeout"] = settings.db_pool_timeout
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -37,6 +40,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_pre_ping=False,
         connect_args=connect_args,
     )
+    event.listen(engine.sync_engine, "checkout", _discard_closed)
+    return engine
+
+
+def _discard_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # Instead of a pre-ping (a round trip per checkout): asyncpg already knows, without asking,
+    # when the server closed a pooled connection (a restart, a crash). Such a connection is
+    # replaced now rather than failing the request that drew it; the pool retries the checkout.
+    connection = getattr(dbapi_connection, "_connection", None)
+    if connection is not None and connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

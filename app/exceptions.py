@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.responses import JSONResponse
@@ -60,6 +62,28 @@ class BodyTooLargeError(StarletteHTTPException):
         self.limit = limit
 
 
+log = structlog.get_logger(__name__)
+
+# What a database that is down, restarting or unreachable raises: SQLAlchemy's wrappers of
+# driver errors, its pool timeout, and what asyncpg's connect raises as it is (refused, reset,
+# timed out). They are answered 503 with Retry-After, like any other dependency outage.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+# PostgreSQL error classes: 08 connection exception, 53 insufficient resources (too many
+# connections), 57 operator intervention (shutting down, starting up, statement timeout).
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -108,6 +132,26 @@ def install_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database.unavailable", error=type(exc).__name__)
+        error = ServiceUnavailableError("the database cannot be reached now; retry shortly")
+        return JSONResponse(
+            error_body(error.code, error.message), status_code=503, headers=error.headers
+        )
+
+    async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
+        # Any other driver error is a bug (500), unless the connection died under it or the
+        # server says it cannot serve now (starting up, shutting down, too many connections).
+        if isinstance(exc, sa_exc.DBAPIError) and (
+            exc.connection_invalidated or _sqlstate(exc)[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+        ):
+            return await _database_unavailable(request, exc)
+        raise exc
+
+    for kind in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(kind, _database_unavailable)
+    app.add_exception_handler(sa_exc.DBAPIError, _driver_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,6 +10,10 @@
   fails, a stale copy is served (``X-Cache: stale``, ``"stale": true``) or 503 with Retry-After.
 - Redis calls have short socket timeouts and sit behind a circuit breaker, so a dead or hung
   Redis costs a request at most one timeout and then nothing until it is probed again.
+- A write that cannot reach Redis is still answered, once every other process has had time to
+  notice the silence and switch L1 off (see ``app/caching/bus.py``); its invalidation is
+  retried in the background, and L2 entries older than a process's last outage are not
+  trusted as fresh.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import structlog
 
 from app.cache import RedisCache
 from app.caching.breaker import CircuitBreaker
-from app.caching.bus import InvalidationBus
+from app.caching.bus import WRITER_WAIT_SECONDS, InvalidationBus
 from app.caching.l1 import Entry, L1Cache
 from app.config import Settings
 from app.enrich.service import Match, Selection, mark_stale, render
@@ -81,7 +85,10 @@ class EnrichCache:
         self.deadline = settings.deadline_ms / 1000
         self.max_chars = settings.answer_max_chars
         self._inflight: dict[tuple[Key, ...], asyncio.Future[Resolution]] = {}
-        self._pending: set[Key] = set()  # invalidations Redis did not take yet
+        # Invalidations Redis did not take yet, each with the number of the write that
+        # wanted it (a success removes only what it covered).
+        self._pending: dict[Key, int] = {}
+        self._pending_serial = 0
         self._tasks: set[asyncio.Future[None]] = set()
         self._retrying: asyncio.Future[None] | None = None
 
@@ -135,35 +142,41 @@ class EnrichCache:
     ) -> tuple[Resolution, str]:
         if not keys:
             return Resolution(None, ()), "hit"
-        cached = await self._from_l2(keys)
+        cached, reachable = await self._from_l2(keys)
         if cached is not None:
             if cached.fresh:
                 return cached, "hit"
             found_in_l2.append(cached)  # past its soft expiry: the fallback if the DB fails
-        return await self._from_db(keys), "miss"
+        # Redis just failed this request: do not spend a second timeout on filling it.
+        return await self._from_db(keys, fill=reachable), "miss"
 
-    async def _from_l2(self, keys: tuple[Key, ...]) -> Resolution | None:
-        """Walk the keys in order through L2; None when one of them is not there."""
+    async def _from_l2(self, keys: tuple[Key, ...]) -> tuple[Resolution | None, bool]:
+        """Walk the keys in order through L2 (None when one of them is not there), and
+        whether Redis answered."""
         if self.l2 is None or not self.breaker.allow():
-            return None
+            return None, True
+        if self._pending and not self._pending.keys().isdisjoint(keys):
+            return None, True  # written while Redis was away: L2 may still hold the old entry
         try:
             values = await self.l2.client.mget([self.l2.prefix + l2_key(k) for k in keys])
         except Exception as exc:
             self._redis_failed(exc)
-            return None
+            return None, False
         self.breaker.success()
         now = time.time()
+        trusted_from = self.bus.trusted_from
         fresh = True
         for index, raw in enumerate(values):
             if raw is None:
-                return None
+                return None, True
             item = orjson.loads(raw)
-            fresh = fresh and item["f"] >= now
+            # "t": when the value was read from the database (absent in older entries).
+            fresh = fresh and item["f"] >= now and item.get("t", 0.0) >= trusted_from
             if item["p"] is not None:
-                return Resolution((keys[index], item["p"]), keys[: index + 1], fresh)
-        return Resolution(None, keys, fresh)
+                return Resolution((keys[index], item["p"]), keys[: index + 1], fresh), True
+        return Resolution(None, keys, fresh), True
 
-    async def _from_db(self, keys: tuple[Key, ...]) -> Resolution:
+    async def _from_db(self, keys: tuple[Key, ...], *, fill: bool = True) -> Resolution:
         """Query the database once per process for concurrent misses of the same keys."""
         waiting = self._inflight.get(keys)
         if waiting is not None:
@@ -178,7 +191,7 @@ class EnrichCache:
         future.add_done_callback(_consume)
         self._inflight[keys] = future
         try:
-            resolution = await self._query(keys)
+            resolution = await self._query(keys, fill)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -191,7 +204,8 @@ class EnrichCache:
         finally:
             self._inflight.pop(keys, None)
 
-    async def _query(self, keys: tuple[Key, ...]) -> Resolution:
+    async def _query(self, keys: tuple[Key, ...], fill: bool) -> Resolution:
+        read_at = time.time()
         try:
             match = await self.lookup(keys)
         except asyncio.CancelledError:
@@ -204,13 +218,16 @@ class EnrichCache:
         else:
             index = keys.index(match[0])
             resolution = Resolution(match, keys[: index + 1])
-        await self._fill_l2(resolution)
+        if fill:
+            await self._fill_l2(resolution, read_at)
         return resolution
 
-    async def _fill_l2(self, resolution: Resolution) -> None:
+    async def _fill_l2(self, resolution: Resolution, read_at: float) -> None:
         """Store what the database said: the match, and a negative entry per key before it."""
         if self.l2 is None or not self.breaker.allow():
             return
+        if self._pending and not self._pending.keys().isdisjoint(resolution.deps):
+            return  # an invalidation Redis has not taken yet would not remove it
         now = time.time()
         try:
             async with self.l2.client.pipeline(transaction=False) as pipe:
@@ -223,7 +240,7 @@ class EnrichCache:
                         fresh_for = self.settings.cache_l2_ttl_seconds
                         hard_extra = self.settings.cache_stale_seconds
                     fresh_for = self._jitter(fresh_for)
-                    value = orjson.dumps({"f": now + fresh_for, "p": view})
+                    value = orjson.dumps({"f": now + fresh_for, "p": view, "t": read_at})
                     hard_ms = int((fresh_for + hard_extra) * 1000)
                     pipe.set(self.l2.prefix + l2_key(key), value, px=hard_ms)
                 await pipe.execute()
@@ -240,9 +257,10 @@ class EnrichCache:
     async def invalidate(self, keys: Iterable[Key]) -> None:
         """Drop every cached answer that depends on ``keys``, here and in every process.
 
-        Called after a write commits and before it is answered. What Redis does not take now
-        (it is down) is retried in the background; meanwhile no process can serve those
-        entries from L1, because a process that cannot hear invalidations turns L1 off.
+        Called after a write commits and before it is answered. When Redis cannot take it,
+        this retries for ``WRITER_WAIT_SECONDS``: by then any process that missed the message
+        has noticed that Redis is silent and serves nothing from L1. Then the write is answered
+        anyway and the invalidation retried in the background.
         """
         key_list = sorted(set(keys))
         if not key_list:
@@ -250,13 +268,40 @@ class EnrichCache:
         self.l1.invalidate(key_list)
         if self.l2 is None:
             return
-        if await self._invalidate_remote(key_list):
-            self._spawn(self._second_delete(key_list))
-        else:
-            self._retry_later(key_list)
+        if not await self._invalidate_remote(key_list) and not await self._insist(key_list):
+            return
+        self._spawn(self._second_delete(key_list))
 
-    def _retry_later(self, key_list: Iterable[Key]) -> None:
-        self._pending.update(key_list)
+    async def _insist(self, key_list: list[Key]) -> bool:
+        """Retry for a while; past it, leave the invalidation to the background."""
+        wanted = self._mark_pending(key_list)  # L2 is not read for them here meanwhile
+        give_up = time.monotonic() + WRITER_WAIT_SECONDS
+        delay = 0.05
+        try:
+            while True:
+                await asyncio.sleep(min(delay, max(0.0, give_up - time.monotonic())))
+                if await self._invalidate_remote(key_list):
+                    self._unmark_pending(wanted)
+                    return True
+                if time.monotonic() >= give_up:
+                    return False
+                delay *= 2
+        finally:
+            if self._pending:
+                self._retry_later()
+
+    def _mark_pending(self, key_list: Iterable[Key]) -> dict[Key, int]:
+        self._pending_serial += 1
+        wanted = dict.fromkeys(key_list, self._pending_serial)
+        self._pending.update(wanted)
+        return wanted
+
+    def _unmark_pending(self, done: dict[Key, int]) -> None:
+        for key, serial in done.items():
+            if self._pending.get(key) == serial:  # else a later write still needs it
+                del self._pending[key]
+
+    def _retry_later(self) -> None:
         if self._retrying is None or self._retrying.done():
             self._retrying = asyncio.ensure_future(self._retry_pending())
 
@@ -281,17 +326,18 @@ class EnrichCache:
                 await self.l2.delete(*(l2_key(k) for k in key_list[start : start + DELETE_BATCH]))
         except Exception as exc:
             self._redis_failed(exc)
-            self._retry_later(key_list)
+            self._mark_pending(key_list)
+            self._retry_later()
 
     async def _retry_pending(self) -> None:
         delay = 0.2
         while self._pending:
             await asyncio.sleep(delay)
-            key_list = sorted(self._pending)
-            self._pending.clear()
-            if not await self._invalidate_remote(key_list):
-                self._pending.update(key_list)
-                delay = min(delay * 2, 5.0)
+            wanted = dict(self._pending)
+            if await self._invalidate_remote(sorted(wanted)):
+                self._unmark_pending(wanted)
+            else:
+                delay = min(delay * 2, 2.0)
 
     # -- plumbing ------------------------------------------------------------------------
 

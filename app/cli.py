@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
 from app.exceptions import AppError
+from app.ops.cli import register as register_ops_commands
+from app.qa.cli import postman
 
 T = TypeVar("T")
 
@@ -29,6 +31,7 @@ clients_app = typer.Typer(help="Manage OAuth clients.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage token signing keys.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
+app.command()(postman)
 
 console = Console()
 err = Console(stderr=True)
@@ -63,23 +66,11 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [ENRICH_PORT]")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [ENRICH_WORKERS]")] = None,
 ) -> None:
-    """Run the API with uvicorn (uvloop and httptools)."""
-    import uvicorn
+    """Run the API with uvicorn (uvloop and httptools); SIGTERM drains it gracefully."""
+    from app.ops.serve import serve as run_server
 
     settings = get_settings()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=20,
-        log_level="warning",
-    )
+    run_server(settings, host or settings.host, port or settings.port, workers or settings.workers)
 
 
 @app.command()
@@ -285,6 +276,9 @@ def demo(
         f"curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
         f'-d \'{{"identifiers": {{"email": "demo@example.com"}}}}\' {base}/v1/enrich'
     )
+
+
+register_ops_commands(app, clients_app)
 
 
 def main() -> None:

@@ -69,6 +69,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"
 
+    # Operations: access log, metrics, per-client limits, proxies, shutdown.
+    access_log: bool = True
+    metrics_enabled: bool = True
+    metrics_allow_networks: str = "127.0.0.1/32 ::1/128"
+    trusted_proxies: str = ""
+    rate_limit_enabled: bool = True
+    rate_limit_rps: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=2000, ge=1)
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=300)
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=0, le=600)
+
     # Where the migrations live (found automatically when unset).
     migrations_dir: str | None = None
 
@@ -84,6 +95,15 @@ class Settings(BaseSettings):
             if value.startswith(plain):
                 return driver + value[len(plain) :]
         return value
+
+    @field_validator("metrics_allow_networks", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        """Check each address range now, so a typo stops the start rather than a request."""
+        from app.ops.network import parse_networks
+
+        parse_networks(value)
+        return " ".join(value.replace(",", " ").split())
 
     @field_validator("default_phone_region")
     @classmethod

@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from app.auth.schemas import SCOPES
 from app.auth.tokens import InvalidTokenError, Principal
 from app.exceptions import AppError
+from app.ops.guard import CLIENT_ID_KEY
 from app.state import Runtime
 
 
@@ -100,24 +101,35 @@ async def authenticate(runtime: Runtime, token: str) -> Principal:
         raise BearerError(401, "invalid_token", str(exc)) from exc
 
 
+async def authorize(
+    runtime: Runtime, request: HTTPConnection, token: str | None, scope: str
+) -> Principal:
+    """The caller, or 401/403 per RFC 6750; then its allowlist (403) and rate limit (429)."""
+    if token is None:
+        raise BearerError(401, None, "an access token is required")
+    principal = await authenticate(runtime, token)
+    if scope not in principal.scopes:
+        raise BearerError(
+            403, "insufficient_scope", f"the token lacks the {scope} scope", scope=scope
+        )
+    request.scope[CLIENT_ID_KEY] = principal.client_id  # for the access line
+    client = request.scope.get("client")
+    await runtime.ops.guard.check(principal.client_id, client[0] if client else None)
+    return principal
+
+
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that returns the caller, or answers 401/403 per RFC 6750."""
+    """A dependency that returns the caller, or answers 401/403 per RFC 6750 (429 when limited)."""
 
     # A default value, not an Annotated hint: with postponed annotations the hint is a string
     # that FastAPI resolves in the module's globals, where the closure's ``scope`` is unknown
     # (the parameter would silently become a required query parameter).
     async def dependency(
+        request: Request,
         runtime: RuntimeDep,
         token: str | None = Security(bearer_token, scopes=[scope]),
     ) -> Principal:
-        if token is None:
-            raise BearerError(401, None, "an access token is required")
-        principal = await authenticate(runtime, token)
-        if scope not in principal.scopes:
-            raise BearerError(
-                403, "insufficient_scope", f"the token lacks the {scope} scope", scope=scope
-            )
-        return principal
+        return await authorize(runtime, request, token, scope)
 
     return dependency
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +11,6 @@ from typing import Any
 import redis.asyncio as redis
 import structlog
 from fastapi import FastAPI
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
@@ -25,15 +23,20 @@ from app.caching.bus import InvalidationBus
 from app.caching.l1 import L1Cache
 from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
-from app.dependencies import RuntimeDep
+from app.docs_ui import install_docs
 from app.enrich.cache import EnrichCache, Lookup, invalidation_channel
 from app.enrich.fastpath import EnrichFastPath
 from app.enrich.repository import PgLookup, first_match, reader
 from app.enrich.router import router as enrich_router
 from app.events.router import router as events_router
 from app.exceptions import install_handlers
-from app.logging import configure_logging
-from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.logging import access_log_for, configure_logging
+from app.middleware import AccessMiddleware, BodyLimitMiddleware
+from app.openapi import keep_example_nulls
+from app.ops.metrics import request_metrics
+from app.ops.network import NetworkSet
+from app.ops.router import router as ops_router
+from app.ops.state import build_operations
 from app.profiles.router import router as profiles_router
 from app.responses import JSONResponse
 from app.state import Runtime
@@ -65,12 +68,14 @@ async def build_runtime(settings: Settings) -> Runtime:
         settings.auth_max_failures_per_address,
         settings.auth_failure_window_seconds,
     )
+    ops = build_operations(settings, cache, engine)
     sync = AuthStateSync(
         sessionmaker,
         keyring,
         revocations,
         settings.revocation_poll_seconds,
         settings.key_refresh_seconds,
+        ops.policies,
     )
     async with sessionmaker() as session:
         await KeyService(session).ensure_active(settings.signing_algorithm)
@@ -89,6 +94,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         throttle=throttle,
         auth_sync=sync,
         enrich_cache=enrich_cache,
+        ops=ops,
     )
 
 
@@ -121,6 +127,7 @@ async def build_enrich_cache(settings: Settings, engine: AsyncEngine, cache: Cac
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    await runtime.ops.stop()
     await runtime.auth_sync.stop()
     await runtime.enrich_cache.bus.stop()
     await runtime.enrich_cache.close()
@@ -137,6 +144,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     runtime = await build_runtime(settings)
     runtime.auth_sync.start()
+    runtime.ops.start()
     await runtime.enrich_cache.bus.start()
     app.state.runtime = runtime
     # Everything built so far lives as long as the process: keep it out of the collector's
@@ -163,7 +171,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # request an environment lookup even when nothing is configured.
         telemetry={"tracing": False, "metrics": False, "logs": False},
         swagger_ui_init_oauth={"clientId": "", "usePkceWithAuthorizationCodeGrant": False},
+        # Served from the package (app/docs_ui.py), not a CDN: /docs works offline.
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     install_handlers(app)
 
@@ -180,7 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(enrich_router)
     app.include_router(profiles_router)
     app.include_router(events_router)
-    app.include_router(ops_router())
+    app.include_router(ops_router)
+    keep_example_nulls(app)  # FastAPI drops nulls from examples (an unknown guest's answer)
     # Innermost: the enrich fast path sees requests after the body limit and the request id.
     app.add_middleware(EnrichFastPath, fastapi_app=app)
     app.add_middleware(
@@ -188,44 +201,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_limit=settings.max_body_bytes,
         limits={"/v1/profiles/bulk": settings.bulk_max_body_bytes},
     )
-    app.add_middleware(RequestIdMiddleware)
-    return app
-
-
-def ops_router() -> Any:
-    from fastapi import APIRouter
-
-    router = APIRouter(tags=["Operations"])
-
-    @router.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        """Answer 200 while the process is up."""
-        return {"status": "ok"}
-
-    @router.get(
-        "/readyz",
-        summary="Readiness",
-        responses={503: {"description": "PostgreSQL or Redis is unreachable"}},
+    # Outermost: the caller's address and request id for everything inside; access line, metrics.
+    app.add_middleware(
+        AccessMiddleware,
+        trusted_proxies=NetworkSet.parse(settings.trusted_proxies),
+        access_log=access_log_for(settings),
+        metrics=request_metrics if settings.metrics_enabled else None,
     )
-    async def readyz(runtime: RuntimeDep) -> JSONResponse:
-        """Check the database and the cache; 503 when one of them fails."""
-        checks: dict[str, str] = {}
-        try:
-            async with asyncio.timeout(1.0), runtime.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"error: {type(exc).__name__}"
-        try:
-            async with asyncio.timeout(1.0):
-                await runtime.cache.ping()
-            checks["cache"] = "ok"
-        except Exception as exc:
-            checks["cache"] = f"error: {type(exc).__name__}"
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "unavailable", "checks": checks},
-            status_code=200 if ready else 503,
-        )
-
-    return router
+    return app

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import secrets
+import time
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.exceptions import BodyTooLargeError
-from app.logging import request_id_var
+from app.logging import AccessLog, request_id_var
+from app.ops.guard import CLIENT_ID_KEY
+from app.ops.metrics import ROUTE_UNMATCHED, RequestMetrics
+from app.ops.network import FORWARDED_KEY, NetworkSet, forwarded_client
 
 
 class BodyLimitMiddleware:
@@ -78,34 +83,114 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestIdMiddleware:
-    """Take X-Request-ID (or make one), bind it for the logs, and echo it back."""
+# Request ids: random per process, then counted (32 hex digits). They need to be unique, not
+# secret, and uuid4 reads the system's entropy source for every request.
+_ID_PREFIX = secrets.token_hex(10)
+_ids = itertools.count(1)
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class AccessMiddleware:
+    """Outermost: the caller's address and the request id; then the access line and metrics.
+
+    - ``X-Forwarded-For`` is read only when the connection comes from a trusted proxy; the
+      caller's address then replaces ``scope["client"]``, so everything downstream (allowlists,
+      the token endpoint's lockout) sees the same address.
+    - ``X-Request-ID`` is taken from the request (or made up), bound for the logs and echoed.
+    - After the answer: one access line and the request metrics, labelled by route template
+      (``scope["route"]``, set by the router; the enrich fast path bypasses routing).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        trusted_proxies: NetworkSet,
+        access_log: AccessLog | None,
+        metrics: RequestMetrics | None,
+        fast_path: str = "/v1/enrich",
+    ) -> None:
         self.app = app
+        self.trusted = trusted_proxies
+        self.access_log = access_log
+        self.metrics = metrics
+        self.fast_path = fast_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self.access_log is not None:
+                await self.app(scope, receive, self._flushing_at_shutdown(send))
+                return
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = ""
+        forwarded: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")[:128]
                 if candidate.isprintable():
                     request_id = candidate
-                break
+            elif name == b"x-forwarded-for":
+                forwarded.append(value)
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = f"{_ID_PREFIX}{next(_ids):012x}"
+        client = scope.get("client")
+        if forwarded and self.trusted and client and client[0] in self.trusted:
+            header = b",".join(forwarded).decode("latin-1")
+            scope["client"] = (forwarded_client(client[0], header, self.trusted), client[1])
+            scope[FORWARDED_KEY] = True
         token = request_id_var.set(request_id)
-        header = (b"x-request-id", request_id.encode("latin-1"))
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 500  # an exception that escapes becomes a 500 outside this middleware
+        cache: str | None = None
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status, cache
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                status = message["status"]
+                headers = message.get("headers", [])
+                for name, value in headers:
+                    if name == b"x-cache":
+                        cache = value.decode("latin-1")
+                message["headers"] = [*headers, id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+            if self.metrics is not None or self.access_log is not None:
+                seconds = time.perf_counter() - started
+                route = scope.get("route")
+                if route is not None:
+                    template = getattr(route, "path_format", ROUTE_UNMATCHED)
+                elif scope["path"] == self.fast_path:
+                    template = self.fast_path
+                else:
+                    template = ROUTE_UNMATCHED
+                method = scope["method"]
+                if self.metrics is not None:
+                    self.metrics.observe(template, method, status, seconds, cache)
+                if self.access_log is not None:
+                    address = scope.get("client")
+                    self.access_log.write(
+                        request_id,
+                        scope.get(CLIENT_ID_KEY),
+                        method,
+                        template,
+                        status,
+                        seconds,
+                        cache,
+                        address[0] if address else None,
+                    )
+
+    def _flushing_at_shutdown(self, send: Send) -> Send:
+        access_log = self.access_log
+        assert access_log is not None
+
+        async def send_and_flush(message: Message) -> None:
+            if message["type"].startswith("lifespan.shutdown"):
+                access_log.flush()  # the last lines before the process ends
+            await send(message)
+
+        return send_and_flush

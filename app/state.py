@@ -12,6 +12,7 @@ from app.auth.tokens import KeyRing, RevocationView, TokenIssuer, TokenVerifier
 from app.cache import Cache
 from app.config import Settings
 from app.enrich.cache import EnrichCache
+from app.ops.state import Operations
 
 
 @dataclass
@@ -27,3 +28,4 @@ class Runtime:
     throttle: AuthFailureThrottle
     auth_sync: AuthStateSync
     enrich_cache: EnrichCache
+    ops: Operations

@@ -29,9 +29,22 @@ class ClientRepository:
         result = await self.session.scalars(select(Client).order_by(Client.created_at))
         return list(result)
 
-    async def disabled_ids(self) -> list[str]:
-        result = await self.session.scalars(select(Client.client_id).where(Client.disabled))
-        return list(result)
+    async def states(self) -> list[tuple[str, bool, float | None, int | None, str | None]]:
+        """What the request path needs of clients that are disabled, limited or allowlisted."""
+        result = await self.session.execute(
+            select(
+                Client.client_id,
+                Client.disabled,
+                Client.rate_limit_rps,
+                Client.rate_limit_burst,
+                Client.allowed_networks,
+            ).where(
+                Client.disabled
+                | Client.rate_limit_rps.is_not(None)
+                | Client.allowed_networks.is_not(None)
+            )
+        )
+        return [tuple(row) for row in result]  # type: ignore[misc]
 
 
 class KeyRepository:

@@ -8,7 +8,9 @@ import binascii
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote_plus
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi.openapi.models import HTTPBase
+from fastapi.security.base import SecurityBase
 
 from app.auth.schemas import (
     SCOPES,
@@ -19,29 +21,43 @@ from app.auth.schemas import (
 from app.auth.service import ClientCredentials, OAuthError, OAuthService
 from app.dependencies import RuntimeDep, SessionDep
 from app.exceptions import BodyTooLargeError
+from app.ops.guard import CLIENT_ID_KEY
+from app.ops.metrics import TOKENS_ISSUED, TOKENS_REFUSED
 from app.responses import JSONResponse
 
 router = APIRouter(tags=["OAuth 2.0"])
 
 # A token request is a few hundred bytes; anything near this is not one.
 MAX_FORM_BYTES = 16_384
+# The form parameters these endpoints read (each at most once).
+PARAMETERS = frozenset(
+    ("grant_type", "scope", "client_id", "client_secret", "token", "token_type_hint")
+)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _form_body(properties: dict[str, Any], required: list[str], example: dict[str, str]) -> Any:
-    schema = {"type": "object", "required": required, "properties": properties}
+    schema = {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        # client_secret_post sends both or neither (RFC 6749 2.3.1).
+        "dependentRequired": {"client_id": ["client_secret"], "client_secret": ["client_id"]},
+    }
     return {
+        # HTTP Basic (client_secret_basic), or the form fields (client_secret_post).
+        "security": [{}],
         "requestBody": {
             "required": True,
             "content": {
                 "application/x-www-form-urlencoded": {"schema": schema, "example": example}
             },
-        }
+        },
     }
 
 
 _CLIENT_FIELDS = {
-    "client_id": {"type": "string", "description": "client_secret_post only"},
+    "client_id": {"type": "string", "minLength": 1, "description": "client_secret_post only"},
     "client_secret": {
         "type": "string",
         "format": "password",
@@ -58,7 +74,11 @@ _TOKEN_BODY = _form_body(
     {"grant_type": "client_credentials", "scope": "profiles:read"},
 )
 _TOKEN_PARAM_BODY = _form_body(
-    {"token": {"type": "string"}, "token_type_hint": {"type": "string"}, **_CLIENT_FIELDS},
+    {
+        "token": {"type": "string", "minLength": 1},
+        "token_type_hint": {"type": "string"},
+        **_CLIENT_FIELDS,
+    },
     ["token"],
     {"token": "eyJ...", "token_type_hint": "access_token"},
 )
@@ -98,13 +118,32 @@ async def read_form(request: Request) -> dict[str, str]:
         raise OAuthError("invalid_request", "the form is not valid UTF-8 urlencoded data") from exc
     form: dict[str, str] = {}
     for name, value in pairs:
-        if name in form:
+        # RFC 6749 3.2 forbids repeating a parameter; items this server ignores may repeat.
+        if name in form and name in PARAMETERS:
             raise OAuthError("invalid_request", f"parameter {name!r} is repeated")
-        form[name] = value
+        form.setdefault(name, value)
     return form
 
 
 FormDep = Annotated[dict[str, str], Depends(read_form)]
+
+
+class ClientSecretBasic(SecurityBase):
+    """Documents client_secret_basic in OpenAPI; ``client_credentials`` reads the header."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBase(
+            scheme="basic",
+            description="client_secret_basic: client_id and client_secret as HTTP Basic "
+            "credentials; or send them as form fields instead (client_secret_post)",
+        )
+        self.scheme_name = "ClientSecretBasic"
+
+    async def __call__(self) -> None:
+        return None
+
+
+ClientAuthDoc = Annotated[None, Security(ClientSecretBasic())]
 
 
 def client_credentials(request: Request, form: dict[str, str]) -> ClientCredentials | None:
@@ -148,6 +187,7 @@ def client_credentials(request: Request, form: dict[str, str]) -> ClientCredenti
 
 
 def client_address(request: Request) -> str:
+    """The caller's address: the peer, or whom a trusted proxy named (see AccessMiddleware)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -171,21 +211,28 @@ ServiceDep = Annotated[OAuthService, Depends(oauth_service)]
     openapi_extra=_TOKEN_BODY,
     summary="Issue an access token (client credentials)",
 )
-async def token(request: Request, form: FormDep, service: ServiceDep) -> JSONResponse:
+async def token(request: Request, service: ServiceDep, _: ClientAuthDoc) -> JSONResponse:
     """Issue an access token for the client_credentials grant (RFC 6749 section 4.4).
 
     Authenticate with HTTP Basic (client_secret_basic) or with client_id and client_secret
     form fields (client_secret_post). Optional `scope` narrows the grant; other form items
     (such as `audience`) are ignored.
     """
-    grant_type = form.get("grant_type")
-    if not grant_type:
-        raise OAuthError("invalid_request", "grant_type is required")
-    credentials = client_credentials(request, form)
-    if grant_type != "client_credentials":
-        raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
-    client = await service.authenticate(credentials, client_address(request))
-    answer = service.issue(client, form.get("scope"))
+    try:
+        form = await read_form(request)
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise OAuthError("invalid_request", "grant_type is required")
+        credentials = client_credentials(request, form)
+        if grant_type != "client_credentials":
+            raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
+        client = await service.authenticate(credentials, client_address(request))
+        request.scope[CLIENT_ID_KEY] = client.client_id  # for the access line
+        answer = service.issue(client, form.get("scope"))
+    except OAuthError as exc:
+        TOKENS_REFUSED.labels(exc.code).inc()
+        raise
+    TOKENS_ISSUED.inc()
     return JSONResponse(answer.model_dump(), headers=NO_STORE)
 
 
@@ -195,13 +242,16 @@ async def token(request: Request, form: FormDep, service: ServiceDep) -> JSONRes
     openapi_extra=_TOKEN_PARAM_BODY,
     summary="Revoke an access token",
 )
-async def revoke(request: Request, form: FormDep, service: ServiceDep) -> Response:
+async def revoke(
+    request: Request, form: FormDep, service: ServiceDep, _: ClientAuthDoc
+) -> Response:
     """Revoke an access token (RFC 7009); every worker refuses it within a second.
 
     Answers 200 for unknown, expired or foreign tokens too, so nothing leaks.
     """
     credentials = client_credentials(request, form)
     caller = await service.authenticate(credentials, client_address(request))
+    request.scope[CLIENT_ID_KEY] = caller.client_id
     token_value = form.get("token")
     if not token_value:
         raise OAuthError("invalid_request", "token is required")
@@ -217,13 +267,16 @@ async def revoke(request: Request, form: FormDep, service: ServiceDep) -> Respon
     openapi_extra=_TOKEN_PARAM_BODY,
     summary="Introspect an access token",
 )
-async def introspect(request: Request, form: FormDep, service: ServiceDep) -> JSONResponse:
+async def introspect(
+    request: Request, form: FormDep, service: ServiceDep, _: ClientAuthDoc
+) -> JSONResponse:
     """Tell whether a token is active (RFC 7662).
 
     A client sees only its own tokens as active, unless it has the `admin` scope.
     """
     credentials = client_credentials(request, form)
     caller = await service.authenticate(credentials, client_address(request))
+    request.scope[CLIENT_ID_KEY] = caller.client_id
     token_value = form.get("token")
     if not token_value:
         raise OAuthError("invalid_request", "token is required")

@@ -27,6 +27,9 @@ from app.cache import Cache
 from app.exceptions import AppError, NotFoundError
 from app.models import Client
 from app.models.base import utcnow
+from app.ops import audit
+from app.ops.audit import AuditLog
+from app.ops.network import NetworkSet, parse_networks
 
 SECRET_SCHEME = "sha256"
 
@@ -98,8 +101,9 @@ class ClientCredentials:
 class ClientService:
     """Client administration (the CLI, and later an admin API)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, actor: str | None = None) -> None:
         self.clients = ClientRepository(session)
+        self.audit = AuditLog(session, actor)
 
     async def create(
         self,
@@ -122,6 +126,9 @@ class ClientService:
             created_at=utcnow(),
         )
         await self.clients.add(client)
+        await self.audit.record(
+            audit.CLIENT_CREATED, client.client_id, name=name, scopes=scope_list
+        )
         return client, secret
 
     async def get(self, client_id: str) -> Client:
@@ -136,6 +143,7 @@ class ClientService:
         secret = generate_secret()
         client.secret_hash = hash_secret(secret)
         client.rotated_at = utcnow()
+        await self.audit.record(audit.CLIENT_ROTATED, client_id)
         return client, secret
 
     async def disable(self, client_id: str) -> Client:
@@ -144,6 +152,28 @@ class ClientService:
         if not client.disabled:
             client.disabled = True
             client.disabled_at = utcnow()
+            await self.audit.record(audit.CLIENT_DISABLED, client_id)
+        return client
+
+    async def limit(self, client_id: str, rps: float | None, burst: int | None) -> Client:
+        """Set the client's rate limit (``rps`` None: the default again; 0: no limit)."""
+        client = await self.get(client_id)
+        if rps is not None and (rps < 0 or (burst is not None and burst < 1)):
+            raise AppError("--rps must be 0 or more and --burst at least 1")
+        client.rate_limit_rps = rps
+        client.rate_limit_burst = burst if rps else None
+        await self.audit.record(audit.CLIENT_LIMITED, client_id, rps=rps, burst=burst)
+        return client
+
+    async def allow(self, client_id: str, networks: list[str]) -> Client:
+        """Let the client call only from ``networks`` (address ranges); empty: from anywhere."""
+        client = await self.get(client_id)
+        try:
+            parsed = [str(n) for n in parse_networks(networks)]
+        except ValueError as exc:
+            raise AppError(str(exc), code="invalid_network") from exc
+        client.allowed_networks = " ".join(parsed) or None
+        await self.audit.record(audit.CLIENT_ALLOWLISTED, client_id, networks=parsed)
         return client
 
     async def list(self) -> list[Client]:
@@ -247,6 +277,10 @@ class OAuthService:
             raise OAuthError(
                 "invalid_client", "client authentication failed", status_code=401, headers=headers
             )
+        if client.allowed_networks and address not in NetworkSet.parse(client.allowed_networks):
+            raise OAuthError(
+                "access_denied", "this client may not call from this address", status_code=403
+            )
         return client
 
     def issue(self, client: Client, requested_scope: str | None) -> TokenResponse:
@@ -307,8 +341,9 @@ class OAuthService:
 
 
 class KeyService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, actor: str | None = None) -> None:
         self.keys = KeyRepository(session)
+        self.audit = AuditLog(session, actor)
 
     async def ensure_active(self, algorithm: str) -> None:
         """Create the first signing key on first start."""
@@ -321,6 +356,7 @@ class KeyService:
         key = new_signing_key(algorithm)
         await self.keys.add_active(key, retire_others=True)
         await self.keys.delete_retired_before(utcnow() - timedelta(seconds=2 * token_ttl + 600))
+        await self.audit.record(audit.KEY_ROTATED, key.kid, algorithm=algorithm)
         return key.kid
 
     async def load_into(self, keyring: KeyRing) -> None:

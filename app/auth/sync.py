@@ -1,4 +1,4 @@
-"""Keep each process's view of keys, revocations and disabled clients fresh.
+"""Keep each process's view of keys, revocations, disabled clients and client policies fresh.
 
 A background task reads them from the database every ``revocation_poll_seconds`` (0.5 s by
 default), so a revocation reaches every worker and replica within a second without costing
@@ -18,6 +18,7 @@ from app.auth.repository import ClientRepository, RevocationRepository
 from app.auth.service import KeyService
 from app.auth.tokens import KeyRing, RevocationView, epoch
 from app.models.base import utcnow
+from app.ops.guard import ClientPolicies
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +40,10 @@ class AuthStateSync:
         view: RevocationView,
         poll_seconds: float,
         key_refresh_seconds: float,
+        policies: ClientPolicies | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.policies = policies
         self.keyring = keyring
         self.view = view
         self.poll_seconds = poll_seconds
@@ -55,7 +58,7 @@ class AuthStateSync:
         self._key_lock = asyncio.Lock()
 
     async def refresh(self) -> None:
-        """One poll: revocations and disabled clients, and the keys when they are due."""
+        """One poll: revocations, disabled clients, limits and allowlists; keys when due."""
         async with self.sessionmaker() as session:
             revocations = RevocationRepository(session)
             fingerprint = await revocations.fingerprint()
@@ -67,9 +70,12 @@ class AuthStateSync:
                 jtis.update({j: e for j, e in self.view.jtis.items() if j not in jtis and e > now})
                 self.view.jtis = jtis
                 self._fingerprint = fingerprint
-            disabled = frozenset(await ClientRepository(session).disabled_ids())
+            states = await ClientRepository(session).states()
+            disabled = frozenset(row[0] for row in states if row[1])
             if disabled != self.view.disabled_clients:
                 self.view.disabled_clients = disabled
+            if self.policies is not None:
+                self.policies.load((c, rps, burst, nets) for c, _, rps, burst, nets in states)
             if time.monotonic() - self._keys_loaded_at >= self.key_refresh_seconds:
                 async with self._key_lock:
                     await self._load_keys(session)

@@ -18,11 +18,13 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.tokens import InvalidTokenError
+from app.auth.tokens import InvalidTokenError, Principal
 from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip
 from app.enrich.schemas import MAX_IDENTIFIERS
 from app.enrich.service import Selection, parse_fields
 from app.exceptions import AppError, ServiceUnavailableError
+from app.ops.guard import CLIENT_ID_KEY
+from app.ops.ratelimit import PENDING
 from app.profiles.identity import Key, lookup_keys
 from app.state import Runtime
 
@@ -61,7 +63,8 @@ class EnrichFastPath:
         body = b""
         if method == "POST":
             body, receive = await _buffer(receive)
-        if not self._authorized(runtime, authorization):
+        principal = self._principal(runtime, authorization)
+        if principal is None:
             await self.app(scope, receive, send)
             return
         # Normalizing a request is a pure function of its bytes: remember it, so a repeated
@@ -77,6 +80,17 @@ class EnrichFastPath:
                 self._parsed.clear()
             self._parsed[raw] = parsed
         keys, selection = parsed
+        # The allowlist and the rate limit; a request that fell through above meets them in
+        # the route (require_scope), so none is counted twice.
+        scope[CLIENT_ID_KEY] = client_id = principal.client_id
+        client = scope.get("client")
+        verdict = runtime.ops.guard.admit(client_id, client[0] if client else None)
+        if verdict is not None:
+            if verdict is PENDING:
+                verdict = await runtime.ops.guard.admit_later(client_id)
+            if isinstance(verdict, AppError):
+                await _send_error(send, verdict)
+                return
         cache = runtime.enrich_cache
         answer = cache.l1_hit(keys, selection)
         level = "hit"
@@ -103,14 +117,17 @@ class EnrichFastPath:
         return tuple(keys), selection
 
     @staticmethod
-    def _authorized(runtime: Runtime, authorization: bytes) -> bool:
+    def _principal(runtime: Runtime, authorization: bytes) -> Principal | None:
+        """The caller of a token verified before, with the scope; None: leave it to the route."""
         if not authorization.startswith((b"Bearer ", b"bearer ")):
-            return False
+            return None
         try:
             principal = runtime.verifier.cached(authorization[7:].strip().decode("latin-1"))
         except InvalidTokenError:
-            return False
-        return principal is not None and SCOPE in principal.scopes
+            return None
+        if principal is None or SCOPE not in principal.scopes:
+            return None
+        return principal
 
 
 async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
@@ -179,7 +196,8 @@ def _from_query(query_string: bytes) -> tuple[dict[str, Any], Any] | None:
             identifiers.setdefault(name, value)
     if len(identifiers) > MAX_IDENTIFIERS:
         return None
-    return identifiers, fields or None
+    # Repeated `fields` parameters are joined, as the route does (one string, one limit).
+    return identifiers, ",".join(fields) if fields else None
 
 
 async def _send(send: Send, body: bytes, level: str, accept_encoding: bytes) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigIntPK, JSONType, utcnow
@@ -22,6 +22,12 @@ class Client(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     rotated_at: Mapped[datetime | None] = mapped_column(default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Per-client rate limit (`enrich clients limit`); NULL: the settings' default, 0: none.
+    rate_limit_rps: Mapped[float | None] = mapped_column(Float, default=None)
+    rate_limit_burst: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Space-separated address ranges the client may call from (`enrich clients allow`);
+    # NULL: anywhere.
+    allowed_networks: Mapped[str | None] = mapped_column(Text, default=None)
 
     @property
     def scope_set(self) -> frozenset[str]:

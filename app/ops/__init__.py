@@ -1,0 +1,1 @@
+"""Operating the service: metrics, access logs, rate limits, allowlists, audit, shutdown."""

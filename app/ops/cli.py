@@ -1,0 +1,144 @@
+"""Operations commands: ``clients limit``, ``clients allow`` and ``audit``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.ops.audit import cli_actor, current_actor
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``30m``, ``24h``, ``7d`` (ago), or an ISO date or time (UTC unless it says otherwise)."""
+    now = now or datetime.now(UTC)
+    relative = _RELATIVE.match(text.lower())
+    if relative:
+        return now - timedelta(**{_UNITS[relative[2]]: float(relative[1])})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise typer.BadParameter("use e.g. 30m, 24h, 7d, 2026-11-28 or 2026-11-28T16:45") from exc
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def clients_limit(
+    client_id: str,
+    rps: Annotated[
+        float | None, typer.Option(min=0, help="Requests per second (0: no limit)")
+    ] = None,
+    burst: Annotated[
+        int | None, typer.Option(min=1, help="Requests at once above the rate (default: rps)")
+    ] = None,
+    default: Annotated[
+        bool, typer.Option("--default", help="Back to ENRICH_RATE_LIMIT_RPS/_BURST")
+    ] = False,
+) -> None:
+    """Set a client's rate limit; every worker applies it within a second."""
+    from app.auth.service import ClientService
+    from app.cli import console, err, run_in_session
+
+    if (rps is None) == (not default):
+        err.print("[red]error:[/red] give --rps (and --burst), or --default")
+        raise typer.Exit(2)
+
+    async def work(session: AsyncSession, settings: Settings) -> str:
+        client = await ClientService(session).limit(client_id, rps, burst)
+        if client.rate_limit_rps is None:
+            return (
+                f"the default: {settings.rate_limit_rps:g} requests/s, "
+                f"burst {settings.rate_limit_burst}"
+            )
+        if client.rate_limit_rps == 0:
+            return "no limit"
+        shown = client.rate_limit_burst or max(1, math.ceil(client.rate_limit_rps))
+        return f"{client.rate_limit_rps:g} requests/s, burst {shown}"
+
+    console.print(f"client {client_id}: {run_in_session(work)}", soft_wrap=True, highlight=False)
+
+
+def clients_allow(
+    client_id: str,
+    networks: Annotated[
+        list[str] | None,
+        typer.Argument(help="Address ranges (CIDR) or addresses, e.g. 203.0.113.0/24"),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Allow every address again")] = False,
+) -> None:
+    """Let a client call only from these addresses (replaces its list); others get 403."""
+    from app.auth.service import ClientService
+    from app.cli import console, err, run_in_session
+
+    if bool(networks) == clear:
+        err.print("[red]error:[/red] give address ranges, or --clear")
+        raise typer.Exit(2)
+
+    async def work(session: AsyncSession, _settings: Settings) -> str | None:
+        client = await ClientService(session).allow(client_id, list(networks or []))
+        return client.allowed_networks
+
+    allowed = run_in_session(work)
+    shown = allowed or "anywhere"
+    console.print(f"client {client_id} may call from: {shown}", soft_wrap=True, highlight=False)
+
+
+def audit(
+    since: Annotated[
+        str | None, typer.Option(help="Only entries since: 30m, 24h, 7d, or an ISO date/time")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (the newest)")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """List the audit log: client and key changes, profile erasures (who, what, when)."""
+    from app.cli import console, run_in_session
+    from app.ops.audit import AuditLog
+
+    start = parse_since(since) if since else None
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, Any]]:
+        return [
+            {
+                # SQLite hands times back naive (they are UTC)
+                "at": (event.at if event.at.tzinfo else event.at.replace(tzinfo=UTC))
+                .astimezone(UTC)
+                .isoformat(),
+                "actor": event.actor,
+                "action": event.action,
+                "target": event.target,
+                "details": event.details,
+            }
+            for event in await AuditLog(session).list(start, limit)
+        ]
+
+    rows = run_in_session(work)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str))
+        return
+    table = Table("at", "actor", "action", "target", "details")
+    for row in rows:
+        details = " ".join(f"{k}={v}" for k, v in row["details"].items())
+        table.add_row(str(row["at"]), row["actor"], row["action"], row["target"] or "", details)
+    console.print(table)
+
+
+def _as_cli_user() -> None:
+    current_actor.set(cli_actor())
+
+
+def register(app: typer.Typer, clients_app: typer.Typer) -> None:
+    """Add the commands to ``enrich`` and make changes made from it audited as the CLI user."""
+    app.callback()(_as_cli_user)
+    clients_app.command("limit")(clients_limit)
+    clients_app.command("allow")(clients_allow)
+    app.command("audit")(audit)

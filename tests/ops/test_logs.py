@@ -1,0 +1,197 @@
+"""Logs: one access line per request, and no secret, token or profile content in any line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from app.logging import FLUSH_SECONDS
+from tests.conftest import AppFactory, ClientMaker, RunningApp
+from tests.ops.conftest import ENRICH, GUEST, fetch_token
+
+
+def access_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == "http.request":
+                lines.append(record)
+    return lines
+
+
+@pytest.fixture
+async def json_app(app_factory: AppFactory) -> RunningApp:
+    return await app_factory(log_level="DEBUG", log_format="json")
+
+
+async def flushed(app: RunningApp) -> None:
+    # Access lines are written in batches, at most FLUSH_SECONDS after the first one.
+    await app.http.get("/healthz")
+    await asyncio.sleep(FLUSH_SECONDS * 2)
+
+
+class TestAccessLine:
+    async def test_one_json_line_per_request_with_what_ops_needs(
+        self, json_app: RunningApp, capfd: pytest.CaptureFixture[str], make_client: ClientMaker
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(json_app.http, client)
+        await flushed(json_app)
+        capfd.readouterr()
+        headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "req-from-caller-1"}
+        first = await json_app.http.post(ENRICH, json=GUEST, headers=headers)
+        second = await json_app.http.get(
+            "/v1/profiles/email/nobody@example.com", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert first.headers["x-request-id"] == "req-from-caller-1"
+        await flushed(json_app)
+        lines = {line["request_id"]: line for line in access_lines(capfd.readouterr().err)}
+        enrich = lines["req-from-caller-1"]
+        profile = lines[second.headers["x-request-id"]]
+        assert enrich["request_id"] == "req-from-caller-1"
+        assert enrich["client_id"] == client.client_id
+        assert enrich["route"] == ENRICH
+        assert enrich["method"] == "POST"
+        assert enrich["status"] == 200
+        assert enrich["cache"] == "miss"
+        assert enrich["duration_ms"] > 0
+        assert enrich["level"] == "info"
+        assert enrich["timestamp"].endswith("Z")
+        assert profile["route"] == "/v1/profiles/{id_type}/{id_value}"
+        assert profile["status"] == 404
+        assert profile["request_id"] == second.headers["x-request-id"]
+        assert len(profile["request_id"]) == 32
+
+    async def test_an_unprintable_request_id_is_replaced(self, json_app: RunningApp) -> None:
+        response = await json_app.http.get("/healthz", headers={"X-Request-ID": "bad\x07id"})
+        assert response.headers["x-request-id"] != "bad\x07id"
+        assert len(response.headers["x-request-id"]) == 32
+
+    async def test_a_refused_request_names_no_client(
+        self, json_app: RunningApp, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        capfd.readouterr()
+        response = await json_app.http.post(ENRICH, json=GUEST)
+        assert response.status_code == 401
+        await flushed(json_app)
+        # Lines of earlier requests may still be on their way out: pick this request's.
+        line = next(
+            r for r in access_lines(capfd.readouterr().err) if r.get("route") == ENRICH
+        )
+        assert line["status"] == 401
+        assert line["client_id"] is None
+
+    async def test_development_logs_are_readable_text(
+        self, app_factory: AppFactory, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        app = await app_factory(log_level="INFO", log_format="console")
+        capfd.readouterr()
+        await app.http.get("/healthz")
+        err = capfd.readouterr().err
+        line = next(line for line in err.splitlines() if "http.request" in line)
+        assert not line.startswith("{")
+        assert "route=/healthz" in line
+        assert "status=200" in line
+
+    async def test_switched_off_there_is_no_access_line(
+        self, app_factory: AppFactory, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        app = await app_factory(log_level="INFO", log_format="json", access_log=False)
+        capfd.readouterr()
+        await app.http.get("/healthz")
+        await app.http.get("/healthz")
+        assert access_lines(capfd.readouterr().err) == []
+
+
+class TestNothingSecretIsLogged:
+    async def test_a_full_token_enrich_write_erase_cycle(
+        self, json_app: RunningApp, capfd: pytest.CaptureFixture[str], make_client: ClientMaker
+    ) -> None:
+        http: httpx.AsyncClient = json_app.http
+        capfd.readouterr()
+        secret = "s3cr3t-" + "k" * 40
+        client = await make_client("profiles:read profiles:write events:write", secret=secret)
+        wrong = await http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client.client_id, "wrong-secret-should-not-appear-91"),
+        )
+        assert wrong.status_code == 401
+        posted = await http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client.client_id,
+                "client_secret": secret,
+            },
+        )
+        assert posted.status_code == 200
+        token = await fetch_token(http, client)
+        auth = {"Authorization": f"Bearer {token}"}
+        email = "Jane.Leaky@Example.com"
+        document = {
+            "identifiers": {"email": email, "phone": "+1 202 555 0143", "crm_id": "CRM-LEAK-7731"},
+            "traits": {"tier": "platinum-leak-4411", "nickname": "Zebulon Leakwood"},
+            "segments": ["segment-leak-5150"],
+            "metrics": {"score_leak": 987654.321},
+            "recommendations": [{"sku": "SKU-LEAK-2468"}],
+        }
+        put = await http.put("/v1/profiles/email/" + email, json=document, headers=auth)
+        assert put.status_code == 201, put.text
+        for _ in range(2):  # a miss, then an L1 hit (the fast path)
+            answer = await http.post(
+                ENRICH, json={"identifiers": {"email": email.lower()}}, headers=auth
+            )
+            assert answer.json()["traits"]["tier"] == "platinum-leak-4411"
+        by_get = await http.get(ENRICH, params={"crm_id": "CRM-LEAK-7731"}, headers=auth)
+        assert by_get.json()["found"] is True
+        event = {
+            "event_id": "evt-leak-0001",
+            "type": "purchase",
+            "identifiers": {"phone": "+12025550143"},
+            "data": {"amount": "123.45", "currency": "EUR", "note": "gift-leak-1357"},
+        }
+        assert (await http.post("/v1/events", json=event, headers=auth)).status_code == 202
+        patch = await http.patch(
+            "/v1/profiles/crm_id/CRM-LEAK-7731",
+            content=json.dumps({"traits": {"nickname": "Zeb Leakwood II"}}),
+            headers={**auth, "Content-Type": "application/merge-patch+json"},
+        )
+        assert patch.status_code == 200
+        erased = await http.delete("/v1/profiles/email/" + email, headers=auth)
+        assert erased.status_code == 204
+        revoked = await http.post(
+            "/oauth/revoke", data={"token": token}, auth=(client.client_id, secret)
+        )
+        assert revoked.status_code == 200
+        await flushed(json_app)
+
+        captured = capfd.readouterr()
+        logs = captured.out + captured.err
+        assert len(access_lines(logs)) >= 12  # the test saw the logs it means to check
+        forbidden = [
+            secret,
+            "wrong-secret-should-not-appear-91",
+            token,
+            token.split(".")[1],  # the claims part alone
+            email,
+            email.lower(),
+            "202 555 0143",
+            "2025550143",
+            "CRM-LEAK-7731",
+            "platinum-leak-4411",
+            "Zebulon Leakwood",
+            "Zeb Leakwood",
+            "segment-leak-5150",
+            "987654.321",
+            "SKU-LEAK-2468",
+            "gift-leak-1357",
+            "123.45",
+        ]
+        leaked = [value for value in forbidden if value in logs]
+        assert leaked == []

@@ -13,12 +13,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund
+	touch node_modules/.installed
+
 run: install
 	$(BIN)/enrich migrate
 	$(BIN)/enrich demo
 	$(BIN)/enrich serve
 
-test: install
+test: install node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n 2 --dist loadfile

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 
 from app.dependencies import ProfilesRead, RuntimeDep
-from app.enrich.schemas import MAX_IDENTIFIERS, EnrichAnswer, EnrichRequest
+from app.enrich.schemas import (
+    ANSWER_EXAMPLES,
+    FIELDS_DESCRIPTION,
+    FIELDS_STRING_SCHEMA,
+    MAX_IDENTIFIERS,
+    REQUEST_EXAMPLES,
+    EnrichAnswer,
+    EnrichRequest,
+)
 from app.enrich.service import FieldsError, Selection, parse_fields
+from app.openapi import errors, examples_with_nulls, method_not_allowed
 from app.profiles.identity import lookup_keys
 
 router = APIRouter(prefix="/v1/enrich", tags=["Enrich"])
@@ -18,16 +26,40 @@ router = APIRouter(prefix="/v1/enrich", tags=["Enrich"])
 # Below this the gzip header and CPU cost more than the bytes saved.
 GZIP_MIN_BYTES = 1000
 
+FAST_PATH_NOTE = (
+    "\n\nA request with a token this worker has already verified is answered by a fast path "
+    "in front of the framework (a pure ASGI handler): same rules, same answers, same headers; "
+    "anything it does not handle (a new token, an error) is answered here, as documented."
+)
 _ANSWER: dict[int | str, dict[str, Any]] = {
     200: {
         "model": EnrichAnswer,
-        "description": "the answer, known guest or not",
-        "headers": {"X-Cache": {"description": "hit, miss or stale", "schema": {"type": "string"}}},
+        "description": "The answer, known guest or not: always the same top-level keys.",
+        "headers": {
+            "X-Cache": {
+                "description": "where the answer came from: hit, miss or stale",
+                "schema": {"type": "string", "enum": ["hit", "miss", "stale"]},
+            },
+            "Content-Encoding": {
+                "description": "gzip when the request accepts it and the answer is over 1 KB",
+                "schema": {"type": "string"},
+            },
+        },
+        "content": {"application/json": {"examples": ANSWER_EXAMPLES}},
     },
-    400: {"description": "an invalid identifier type, or malformed JSON"},
-    422: {"description": "an unknown member or an unknown field path"},
+    **errors(
+        400,
+        401,
+        403,
+        413,
+        422,
+        503,
+        s400="An invalid identifier type name, malformed JSON, or an empty Bearer token",
+        s422="An unknown member, or `fields` naming something the answer does not have",
+    ),
 }
-_QUERY_PARAMETERS = {
+_GET_ANSWER = {status: value for status, value in _ANSWER.items() if status != 413}
+_QUERY: dict[str, Any] = {
     "parameters": [
         {
             "name": name,
@@ -35,17 +67,35 @@ _QUERY_PARAMETERS = {
             "required": False,
             "schema": {"type": "string"},
             "description": description,
+            "example": example,
         }
-        for name, description in (
-            ("email", "an identifier; every query parameter but `fields` is one, in order"),
-            ("guest_ref", "an identifier (Personalize's guest reference)"),
-            ("crm_id", "an identifier"),
-            ("phone", "an identifier (E.164, or national in the default region)"),
-            ("email_sha256", "an identifier (hex SHA-256 of the normalized email)"),
-            ("fields", "comma-separated dot paths: traits.tier,metrics.lifetime_value,segments"),
+        for name, description, example in (
+            (
+                "email",
+                "An identifier. Every query parameter but `fields` is one, tried in the order "
+                "given: the first that matches wins. Custom types work the same way.",
+                "demo@example.com",
+            ),
+            ("guest_ref", "An identifier (Personalize's guest reference)", None),
+            ("crm_id", "An identifier", None),
+            ("phone", "An identifier (E.164, or national in the default region)", None),
+            ("email_sha256", "An identifier: hex SHA-256 of the normalized email", None),
         )
     ]
+    + [
+        {
+            "name": "fields",
+            "in": "query",
+            "required": False,
+            "schema": FIELDS_STRING_SCHEMA,
+            "description": FIELDS_DESCRIPTION,
+            "example": "traits.tier,metrics.lifetime_value,segments",
+        }
+    ]
 }
+for _parameter in _QUERY["parameters"]:
+    if _parameter["example"] is None:
+        del _parameter["example"]
 
 
 def accepts_gzip(header: str) -> bool:
@@ -80,27 +130,48 @@ async def respond(
     return answer(request, body, level)
 
 
-@router.post("", responses=_ANSWER, response_model=EnrichAnswer, summary="Enrich (POST)")
-async def enrich_post(
-    _: ProfilesRead, body: EnrichRequest, request: Request, runtime: RuntimeDep
-) -> Response:
-    """Answer with the profile of the first identifier that matches, trimmed to `fields`.
+@router.post(
+    "",
+    responses=_ANSWER,
+    response_model=EnrichAnswer,
+    summary="Look a guest up (POST)",
+    description="""Answer with the profile of the first identifier that matches, trimmed to
+`fields`: the call a Personalize Connection makes during a decision.
 
-    An unknown guest, or only empty values and `${...}` placeholders, answers `found: false`
-    with the same keys. The answer never exceeds 8,000 characters (`truncated: true` when cut).
-    """
+Identifiers are tried in the order given. An unknown guest, or only empty values and unfilled
+`${...}` placeholders, answers 200 with `found: false` and the same keys, so the Connection's
+output mapping never breaks. Emails are trimmed and lower-cased, phones normalized to E.164,
+type names are case-insensitive, numbers are taken as strings. The answer never exceeds
+8,000 characters (lists are cut deterministically and `truncated: true` is added).
+
+Scope: `profiles:read`."""
+    + FAST_PATH_NOTE,
+)
+async def enrich_post(
+    _: ProfilesRead,
+    body: Annotated[EnrichRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
+    request: Request,
+    runtime: RuntimeDep,
+) -> Response:
+    """Look a guest up by the first identifier that matches."""
     return await respond(request, runtime, body.identifiers, parse_fields(body.fields))
 
 
 @router.get(
     "",
-    responses=_ANSWER,
+    responses=_GET_ANSWER,
     response_model=EnrichAnswer,
-    openapi_extra=_QUERY_PARAMETERS,
-    summary="Enrich (GET)",
+    openapi_extra=_QUERY,
+    summary="Look a guest up (GET)",
+    description="""The same lookup as POST, with the identifiers as query parameters, tried in
+the order given: `?guest_ref=${guest.ref}&email=${guest.email}&fields=traits.tier,segments`.
+
+Every parameter but `fields` names an identifier type (at most 32). Repeated `fields`
+parameters are joined with commas. Scope: `profiles:read`."""
+    + FAST_PATH_NOTE,
 )
 async def enrich_get(_: ProfilesRead, request: Request, runtime: RuntimeDep) -> Response:
-    """Like POST, with identifiers as query parameters in order: `?guest_ref=...&email=...`."""
+    """Look a guest up by query parameters."""
     identifiers: dict[str, str] = {}
     fields: list[str] = []
     for name, value in request.query_params.multi_items():
@@ -110,8 +181,14 @@ async def enrich_get(_: ProfilesRead, request: Request, runtime: RuntimeDep) -> 
             identifiers.setdefault(name, value)
     if len(identifiers) > MAX_IDENTIFIERS:
         raise FieldsError(f"at most {MAX_IDENTIFIERS} identifiers", code="validation_error")
-    return await respond(request, runtime, identifiers, parse_fields(_or_none(fields)))
+    return await respond(request, runtime, identifiers, parse_fields(_joined(fields)))
 
 
-def _or_none(fields: Sequence[str]) -> Sequence[str] | None:
-    return fields or None
+def _joined(fields: list[str]) -> str | None:
+    return ",".join(fields) if fields else None
+
+
+method_not_allowed(router, "", ("GET", "POST"))
+_ANSWER_EXAMPLES = {"200": {"content": {"application/json": {"examples": ANSWER_EXAMPLES}}}}
+examples_with_nulls("POST", "/v1/enrich", {"responses": _ANSWER_EXAMPLES})
+examples_with_nulls("GET", "/v1/enrich", {"responses": _ANSWER_EXAMPLES})

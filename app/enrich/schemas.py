@@ -1,4 +1,4 @@
-"""The Connection endpoint's request and answer."""
+"""The Connection endpoint's request and answer, with the examples the docs and Postman show."""
 
 from __future__ import annotations
 
@@ -7,8 +7,101 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.profiles.patterns import TYPE_NAME_PATTERN, WS, W, any_case
+
 # A guest has a handful of identifiers; a request naming more is not a lookup.
 MAX_IDENTIFIERS = 32
+# `fields` as one comma-separated string (POST, or GET's query), or as a list of such strings.
+MAX_FIELDS_TEXT = 2000
+MAX_FIELDS_ITEMS = 100
+MAX_FIELDS_ITEM = 200
+
+_MAPS = f"(?:{any_case('traits')}|{any_case('metrics')})"
+_LISTS = f"(?:{any_case('segments')}|{any_case('recommendations')})"
+_FIXED = "|".join(
+    any_case(name) for name in ("found", "matched", "profile_id", "updated_at", "stale")
+)
+# One comma-separated item: blank, an unfilled ${...}, a fixed key, a whole root, or a dot path
+# into traits or metrics; blanks around items and around the dots do not count. Written so that
+# each character has one way to match (no nested ambiguity): linear time on any input.
+_PLACEHOLDER = f"\\$\\{{[^}},]*(?:\\}}{W}*)?"
+_NON_BLANK = f"[^.,{WS}]"
+_PATH = f"(?:{W}*\\.{W}*{_NON_BLANK}(?:[^.,]*{_NON_BLANK})?)+"
+_ITEM = f"{W}*(?:{_PLACEHOLDER}|(?:{_FIXED}|{_LISTS}){W}*|{_MAPS}(?:{_PATH})?{W}*)?"
+FIELDS_PATTERN = f"^{_ITEM}(?:,{_ITEM})*$"
+
+FIELDS_DESCRIPTION = (
+    "What goes inside `traits`, `metrics`, `segments` and `recommendations`: comma-separated "
+    "dot paths (`traits.tier`, `metrics.lifetime_value`, `segments`, `recommendations`), as one "
+    f"string of at most {MAX_FIELDS_TEXT} characters or a list of at most {MAX_FIELDS_ITEMS} "
+    f"such strings of at most {MAX_FIELDS_ITEM} characters each. Root names are "
+    "case-insensitive; blanks and unfilled `${...}` placeholders are ignored; the fixed keys "
+    "(`found`, `matched`, `profile_id`, `updated_at`, `stale`) may be named and change "
+    "nothing. Omitted, empty or only placeholders: everything."
+)
+FIELDS_STRING_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": MAX_FIELDS_TEXT,
+    "pattern": FIELDS_PATTERN,
+}
+IDENTIFIERS_DESCRIPTION = (
+    "Identifier type -> value, tried in this order; the first that matches a profile wins. "
+    "Types: `email`, `phone`, `crm_id`, `guest_ref`, `email_sha256` or any custom "
+    "`[a-z][a-z0-9_]{0,31}` (case-insensitive). Values are strings or numbers; empty values, "
+    "unfilled `${...}` placeholders and values that cannot be of their type are skipped."
+)
+
+DEMO_ANSWER: dict[str, Any] = {
+    "found": True,
+    "matched": "email",
+    "profile_id": "1b0e8c8a-4c1f-4b7e-9d54-2f1e9a3c7d10",
+    "traits": {"tier": "platinum"},
+    "segments": ["tier_platinum", "likes_running", "high_value", "newsletter", "active_30d"],
+    "metrics": {"lifetime_value": 8421.75},
+    "recommendations": [],
+    "updated_at": "2026-11-28T16:45:00Z",
+    "stale": False,
+}
+UNKNOWN_ANSWER: dict[str, Any] = {
+    "found": False,
+    "matched": None,
+    "profile_id": None,
+    "traits": {},
+    "segments": [],
+    "metrics": {},
+    "recommendations": [],
+    "updated_at": None,
+    "stale": False,
+}
+REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
+    "demo_guest": {
+        "summary": "The demo guest, by email (found)",
+        "description": "The test guest that `enrich demo` loads; answers `found: true`.",
+        "value": {
+            "identifiers": {"email": "demo@example.com"},
+            "fields": ["traits.tier", "metrics.lifetime_value", "segments"],
+        },
+    },
+    "personalize_template": {
+        "summary": "As a Personalize Connection sends it (guest_ref first)",
+        "description": "`${...}` variables filled by Personalize: the guest reference is tried "
+        "first, then the email. A variable left unfilled is skipped.",
+        "value": {
+            "identifiers": {"guest_ref": "demo-guest", "email": "${guest.email}"},
+            "fields": "traits.tier,metrics.lifetime_value,segments",
+        },
+    },
+    "unknown_guest": {
+        "summary": "An unknown guest (found: false)",
+        "description": "No profile has this identifier: 200 with `found: false` and empty "
+        "values, so the Connection's output mapping never breaks.",
+        "value": {"identifiers": {"email": "nobody@example.com"}},
+    },
+}
+ANSWER_EXAMPLES: dict[str, dict[str, Any]] = {
+    "demo_guest": {"summary": "A known guest (trimmed to `fields`)", "value": DEMO_ANSWER},
+    "unknown_guest": {"summary": "An unknown guest", "value": UNKNOWN_ANSWER},
+}
 
 
 class EnrichRequest(BaseModel):
@@ -19,39 +112,48 @@ class EnrichRequest(BaseModel):
     harder to debug from a Connection's Test button than a clear error.
     """
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "identifiers": {"guest_ref": "${guest.ref}", "email": "${guest.email}"},
-                    "fields": ["traits.tier", "metrics.lifetime_value", "segments"],
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid")
 
+    # The key and value rules are checked by the service (an invalid type name is a 400, as on
+    # GET); the schema only documents them.
     identifiers: dict[str, Any] = Field(
         max_length=MAX_IDENTIFIERS,
-        description="type -> value, tried in this order; empty values and ${...} are skipped",
+        description=IDENTIFIERS_DESCRIPTION,
+        json_schema_extra={"propertyNames": {"pattern": TYPE_NAME_PATTERN}},
     )
     fields: list[str] | str | None = Field(
         default=None,
-        description="dot paths (traits.tier, metrics.order_count, segments, recommendations), "
-        "as a list or a comma-separated string",
+        description=FIELDS_DESCRIPTION,
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "type": "array",
+                    "maxItems": MAX_FIELDS_ITEMS,
+                    "items": {**FIELDS_STRING_SCHEMA, "maxLength": MAX_FIELDS_ITEM},
+                },
+                FIELDS_STRING_SCHEMA,
+                {"type": "null"},
+            ]
+        },
     )
 
 
 class EnrichAnswer(BaseModel):
     """Always these keys, known guest or not; ``truncated`` only when lists were cut."""
 
-    found: bool
+    found: bool = Field(description="whether a profile matched")
     matched: str | None = Field(description="the type of the identifier that matched")
-    profile_id: str | None
-    traits: dict[str, Any]
-    segments: list[str]
-    metrics: dict[str, Any]
-    recommendations: list[dict[str, Any]]
-    updated_at: datetime | None
-    stale: bool
-    truncated: bool | None = Field(default=None, description="present (true) only when cut")
+    profile_id: str | None = Field(description="the matched profile's id")
+    traits: dict[str, Any] = Field(description="the profile's traits (trimmed to `fields`)")
+    segments: list[str] = Field(description="the profile's segments")
+    metrics: dict[str, Any] = Field(
+        description="numbers and timestamps: order_count, lifetime_value, last_order_at, ..."
+    )
+    recommendations: list[dict[str, Any]] = Field(description="recommended items, best first")
+    updated_at: datetime | None = Field(description="when the profile last changed")
+    stale: bool = Field(
+        description="true when the database did not answer in time and a cached copy was used"
+    )
+    truncated: bool | None = Field(
+        default=None, description="present (true) only when lists were cut to fit the size cap"
+    )

@@ -13,18 +13,25 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.enrich.schemas import (
+    FIELDS_PATTERN,
+    MAX_FIELDS_ITEM,
+    MAX_FIELDS_ITEMS,
+    MAX_FIELDS_TEXT,
+)
 from app.exceptions import AppError
 from app.models import Profile
 from app.profiles.documents import metrics_view
 from app.profiles.identity import Key, is_absent
+from app.profiles.patterns import compiled
 from app.profiles.repository import ProfileRepository
-from app.profiles.schemas import iso
+from app.profiles.schemas import fit_ints, iso
 
 ROOTS = ("traits", "metrics", "segments", "recommendations")
 # Always in the answer; naming them in `fields` is allowed and changes nothing.
 FIXED = ("found", "matched", "profile_id", "updated_at", "stale")
-MAX_FIELDS = 100
-MAX_FIELD_LENGTH = 200
+# The documented grammar (OpenAPI) of a `fields` string: whatever it allows, the parser takes.
+FIELDS_RULE = compiled(FIELDS_PATTERN)
 
 
 class FieldsError(AppError):
@@ -52,16 +59,23 @@ def parse_fields(raw: Sequence[str] | str | None) -> Selection:
     """Read ``fields`` (a list or a comma-separated string); placeholders count as absent."""
     if raw is None:
         return EVERYTHING
-    items = raw.split(",") if isinstance(raw, str) else [p for r in raw for p in r.split(",")]
-    items = [item.strip() for item in items if not is_absent(item)]
+    if isinstance(raw, str):
+        if len(raw) > MAX_FIELDS_TEXT:
+            raise FieldsError(f"fields is longer than {MAX_FIELDS_TEXT} characters")
+        texts: Sequence[str] = (raw,)
+    else:
+        if len(raw) > MAX_FIELDS_ITEMS:
+            raise FieldsError(f"at most {MAX_FIELDS_ITEMS} fields items")
+        if any(len(text) > MAX_FIELDS_ITEM for text in raw):
+            raise FieldsError(f"a fields item is longer than {MAX_FIELDS_ITEM} characters")
+        texts = raw
+    items = [item.strip() for text in texts for item in text.split(",") if not is_absent(item)]
     if not items:
         return EVERYTHING
-    if len(items) > MAX_FIELDS:
-        raise FieldsError(f"at most {MAX_FIELDS} fields")
     paths: dict[str, list[tuple[str, ...]]] = {root: [] for root in ROOTS}
     whole: set[str] = set()
     for item in items:
-        parts = tuple(part.strip() for part in item[:MAX_FIELD_LENGTH].split("."))
+        parts = tuple(part.strip() for part in item.split("."))
         root = parts[0].lower()
         if root in FIXED and len(parts) == 1:
             continue
@@ -76,6 +90,8 @@ def parse_fields(raw: Sequence[str] | str | None) -> Selection:
             raise FieldsError(f"{root} is a list: select it whole, without a .<name>")
         else:
             paths[root].append(parts[1:])
+    if not all(FIELDS_RULE.match(text) for text in texts):
+        raise FieldsError("fields does not follow the documented grammar")  # a safety net
     return Selection(paths, frozenset(whole), tuple(sorted(set(items))))
 
 
@@ -121,10 +137,10 @@ Match = tuple[Key, ProfileView]
 def profile_view(profile: Profile) -> ProfileView:
     return {
         "profile_id": str(profile.id),
-        "traits": profile.traits or {},
+        "traits": fit_ints(profile.traits or {}),
         "segments": profile.segments or [],
-        "metrics": metrics_view(profile),
-        "recommendations": profile.recommendations or [],
+        "metrics": fit_ints(metrics_view(profile)),
+        "recommendations": fit_ints(profile.recommendations or []),
         "updated_at": iso(profile.updated_at),
     }
 

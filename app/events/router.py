@@ -2,42 +2,93 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 
 from app.dependencies import EventsWrite, RuntimeDep
 from app.events.schemas import EventAck, EventIn
 from app.events.service import EventService
+from app.openapi import errors, method_not_allowed
 from app.profiles.invalidation import WriteDep
 from app.responses import JSONResponse
 
 router = APIRouter(prefix="/v1/events", tags=["Events"])
 
-_ERROR: dict[str, Any] = {"content": {"application/json": {}}}
+_ACK = {
+    "accepted": True,
+    "duplicate": False,
+    "event_id": "ord-2026-000123",
+    "profile_id": "1b0e8c8a-4c1f-4b7e-9d54-2f1e9a3c7d10",
+}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": EventAck, "description": "a repeat of an event already processed"},
-    202: {"model": EventAck, "description": "accepted and committed"},
-    400: {**_ERROR, "description": "an invalid identifier, or malformed JSON"},
-    409: {**_ERROR, "description": "the identifiers belong to two different profiles"},
-    422: {**_ERROR, "description": "a missing or invalid member (a purchase needs data.amount)"},
+    200: {
+        "model": EventAck,
+        "description": "A repeat of an event already processed: nothing changed",
+        "content": {"application/json": {"example": {**_ACK, "duplicate": True}}},
+    },
+    202: {
+        "model": EventAck,
+        "description": "Accepted and committed",
+        "content": {"application/json": {"example": _ACK}},
+    },
+    **errors(
+        400,
+        401,
+        403,
+        409,
+        413,
+        422,
+        s400="An invalid identifier (type or value), no identifier with a value, or malformed JSON",
+        s409="The identifiers belong to two different profiles",
+        s422="A missing or invalid member (a purchase needs `data.amount`)",
+    ),
+}
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "purchase": {
+        "summary": "A purchase (moves order_count, lifetime_value, last_order_at)",
+        "value": EventIn.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+    },
+    "page_view": {
+        "summary": "Any other event (moves last_event_at)",
+        "value": {
+            "event_id": "view-2026-000456",
+            "type": "page_view",
+            "identifiers": {"guest_ref": "demo-guest"},
+            "data": {"page": "/running/shoes"},
+        },
+    },
 }
 
 
 @router.post(
-    "", status_code=202, response_model=EventAck, responses=_RESPONSES, summary="Record an event"
+    "",
+    status_code=202,
+    response_model=EventAck,
+    responses=_RESPONSES,
+    summary="Record an event",
+    description="""Record an event once, as a Triggered Experience destination sends it: 202
+after it is committed; a repeated `event_id` answers 200 with `duplicate: true` and changes
+nothing (also after the profile was erased), so retries never double-count.
+
+A `purchase` (with `data.amount`, a number or a plain decimal string, and `data.currency`)
+adds to `order_count` and `lifetime_value` and moves `last_order_at` to its `occurred_at`;
+every event moves `last_event_at`. An event for an unknown guest creates the profile; its
+identifiers join the profile the first known one belongs to.
+
+Scope: `events:write`.""",
 )
 async def post_event(
-    _: EventsWrite, event: EventIn, runtime: RuntimeDep, write: WriteDep
+    _: EventsWrite,
+    event: Annotated[EventIn, Body(openapi_examples=_EXAMPLES)],
+    runtime: RuntimeDep,
+    write: WriteDep,
 ) -> JSONResponse:
-    """Record an event once: 202 after it is committed; a repeated `event_id` answers 200
-    with `duplicate: true` and changes nothing.
-
-    A `purchase` (with `data.amount`, a number or numeric string) adds to `order_count` and
-    `lifetime_value` and moves `last_order_at`; every event moves `last_event_at`. An event
-    for an unknown guest creates the profile.
-    """
+    """Record an event once."""
     service = EventService(write.session, runtime.settings.default_phone_region)
     ack, touched = await service.record(event)
     write.touched(touched)
     return JSONResponse(ack.model_dump(), status_code=200 if ack.duplicate else 202)
+
+
+method_not_allowed(router, "", ("POST",))

@@ -14,7 +14,7 @@ from typing import Any
 
 from app.models import Profile
 from app.profiles.identity import Key, write_keys
-from app.profiles.schemas import EVENT_METRICS, ProfileDocument, as_utc, iso
+from app.profiles.schemas import EVENT_METRICS, ProfileDocument, as_utc, fit_ints, iso
 
 MONEY_PLACES = Decimal("0.0001")  # the scale of Numeric(20, 4)
 
@@ -129,10 +129,10 @@ def profile_view(profile: Profile, keys: Iterable[Key]) -> dict[str, Any]:
     return {
         "profile_id": str(profile.id),
         "identifiers": identifiers_view(keys),
-        "traits": profile.traits or {},
+        "traits": fit_ints(profile.traits or {}),
         "segments": profile.segments or [],
-        "metrics": metrics_view(profile),
-        "recommendations": profile.recommendations or [],
+        "metrics": fit_ints(metrics_view(profile)),
+        "recommendations": fit_ints(profile.recommendations or []),
         "source": profile.source,
         "created_at": iso(profile.created_at),
         "updated_at": iso(profile.updated_at),

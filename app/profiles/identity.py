@@ -16,8 +16,10 @@ from typing import Any
 import phonenumbers
 
 from app.exceptions import AppError
+from app.profiles.patterns import TYPE_NAME_PATTERN, compiled
 
-TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# Checked before lower-casing, on the name as sent: ASCII only, no surrounding blanks.
+TYPE_PATTERN = compiled(TYPE_NAME_PATTERN)
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 PLACEHOLDER = re.compile(r"^\$\{[^}]*\}?$")
@@ -44,12 +46,11 @@ def is_absent(value: Any) -> bool:
 
 def normalize_type(raw: str) -> str:
     """Type names are case-insensitive and must match ``[a-z][a-z0-9_]{0,31}``."""
-    name = raw.strip().lower() if isinstance(raw, str) else ""
-    if not TYPE_PATTERN.match(name):
+    if not isinstance(raw, str) or not TYPE_PATTERN.match(raw):
         raise IdentifierError(
             f"invalid identifier type {str(raw)[:40]!r}: use [a-z][a-z0-9_]{{0,31}}"
         )
-    return name
+    return raw.lower()
 
 
 def _as_text(id_type: str, value: Any) -> str:

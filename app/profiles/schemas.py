@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from app.profiles.patterns import TYPE_NAME_PATTERN, W, absent_or_present_pattern, compiled
+
 # Metrics written by purchase events; kept in columns so they update atomically.
 EVENT_METRICS = ("order_count", "lifetime_value", "last_order_at", "last_event_at")
 TIMESTAMP_METRICS = ("last_order_at", "last_event_at")
@@ -15,8 +17,14 @@ TIMESTAMP_METRICS = ("last_order_at", "last_event_at")
 MAX_MONEY = 1e14
 
 
+# orjson (every answer) writes integers in this range; larger ones are kept as floats.
+INT_RANGE = (-(2**63), 2**64 - 1)
+
+
 def _number(value: Any) -> Any:
-    """Metrics are JSON numbers; numeric strings are accepted and converted."""
+    """Metrics are JSON numbers; numeric strings are accepted and converted (not booleans)."""
+    if isinstance(value, bool):
+        raise ValueError("a metric is a number or a timestamp, not a boolean")
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -27,15 +35,70 @@ def _number(value: Any) -> Any:
     return value
 
 
-def check_storable(value: Any, where: str) -> None:
-    """Refuse what JSON columns cannot hold: NaN or infinite numbers and NUL characters.
+def _no_bool(value: Any) -> Any:
+    """Refuse a boolean where a number (or text) is due: JSON true is not 1."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number or a string, not a boolean")
+    return value
 
-    Python's JSON parser accepts ``NaN``; PostgreSQL's JSONB refuses it and the NUL character,
-    so they are payload errors here rather than database errors later.
+
+def _score(value: Any) -> Any:
+    """A number, or a numeric string in the documented form (blanks around are fine)."""
+    if isinstance(value, str):
+        if not NUMERIC_RULE.match(value):
+            raise ValueError("score must be a number or a numeric string")
+        return float(value.strip())
+    return _no_bool(value)
+
+
+def fit_int(value: int, where: str) -> int | float:
+    """An integer the answers can carry: beyond 64 bits it becomes a float (JSON's number)."""
+    if INT_RANGE[0] <= value <= INT_RANGE[1]:
+        return value
+    try:
+        return float(value)
+    except OverflowError as exc:
+        raise ValueError(f"{where} holds a number that is too large") from exc
+
+
+def fit_ints(value: Any, where: str = "a stored value") -> Any:
+    """``value`` with every integer past 64 bits made a float, in place; returns it.
+
+    Writes convert them already (check_storable), but PostgreSQL's JSONB prints a large float
+    such as 1e20 back as a 21-digit integer, which orjson could not write into an answer.
     """
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
+        children = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in list(children) if isinstance(item, dict | list) else ():
+            if isinstance(child, int) and not isinstance(child, bool):
+                if not INT_RANGE[0] <= child <= INT_RANGE[1]:
+                    item[key] = fit_int(child, where)
+            elif isinstance(child, dict | list):
+                stack.append(child)
+    return value
+
+
+def check_storable(value: Any, where: str) -> None:
+    """Refuse what JSON columns cannot hold: NaN or infinite numbers and NUL characters.
+
+    Python's JSON parser accepts ``NaN``; PostgreSQL's JSONB refuses it and the NUL character,
+    so they are payload errors here rather than database errors later. Integers past 64 bits,
+    which orjson cannot write back, become floats in place (containers are the caller's own,
+    freshly parsed).
+    """
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(child, int) and not isinstance(child, bool):
+                    item[key] = fit_int(child, where)
+        elif isinstance(item, list):
+            for index, child in enumerate(item):
+                if isinstance(child, int) and not isinstance(child, bool):
+                    item[index] = fit_int(child, where)
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise ValueError(f"{where} holds a number that is not finite")
@@ -52,10 +115,16 @@ def check_storable(value: Any, where: str) -> None:
 
 
 def as_utc(moment: datetime) -> datetime:
-    """Timestamps without a zone are taken as UTC; every stored timestamp is UTC."""
+    """Timestamps without a zone are taken as UTC; every stored timestamp is UTC.
+
+    A time whose UTC equivalent falls outside years 1-9999 is a ValueError (a payload error).
+    """
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{moment.isoformat()} is out of range in UTC") from exc
 
 
 def iso(moment: datetime) -> str:
@@ -63,8 +132,45 @@ def iso(moment: datetime) -> str:
     return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
+# What the metrics schema documents: the lenient forms it lists are accepted, and a few more
+# spellings (exponents, underscores) that a template never produces.
+NUMERIC_TEXT = f"^{W}*[+-]?[0-9]{{1,15}}(?:\\.[0-9]{{1,15}})?{W}*$"
+NUMERIC_RULE = compiled(NUMERIC_TEXT)
+_TIMESTAMP = {"type": "string", "format": "date-time"}
+METRICS_SCHEMA: dict[str, Any] = {
+    "properties": {
+        "order_count": {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                {"type": "string", "pattern": f"^{W}*\\+?[0-9]{{1,9}}{W}*$"},
+                {"type": "null"},
+            ]
+        },
+        "lifetime_value": {
+            "anyOf": [
+                {"type": "number", "minimum": -MAX_MONEY, "maximum": MAX_MONEY},
+                {
+                    "type": "string",
+                    "pattern": f"^{W}*[+-]?[0-9]{{1,14}}(?:\\.[0-9]{{1,15}})?{W}*$",
+                },
+                {"type": "null"},
+            ]
+        },
+        "last_order_at": {"anyOf": [_TIMESTAMP, {"type": "null"}]},
+        "last_event_at": {"anyOf": [_TIMESTAMP, {"type": "null"}]},
+    },
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "number"},
+            {"type": "string", "pattern": NUMERIC_TEXT},
+            _TIMESTAMP,
+            {"type": "null"},
+        ]
+    },
+}
+
 MetricValue = Annotated[float | int | datetime | None, BeforeValidator(_number)]
-IdentifierValue = str | int
+IdentifierValue = Annotated[str | int, BeforeValidator(_no_bool)]
 
 
 class Recommendation(BaseModel):
@@ -73,7 +179,16 @@ class Recommendation(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     product_id: str | None = None
-    score: float | None = None
+    score: Annotated[float | None, BeforeValidator(_score)] = Field(
+        default=None,
+        json_schema_extra={
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": NUMERIC_TEXT},
+                {"type": "null"},
+            ]
+        },
+    )
 
 
 class ProfileDocument(BaseModel):
@@ -95,18 +210,47 @@ class ProfileDocument(BaseModel):
         },
     )
 
-    identifiers: dict[str, IdentifierValue] = Field(default_factory=dict)
-    traits: dict[str, Any] = Field(default_factory=dict)
-    segments: list[str] = Field(default_factory=list)
-    metrics: dict[str, MetricValue] = Field(default_factory=dict)
-    recommendations: list[Recommendation] = Field(default_factory=list)
-    source: str | None = Field(default=None, max_length=100)
+    identifiers: dict[str, IdentifierValue] = Field(
+        default_factory=dict,
+        description="identifier type -> value (a string or an integer); types are `email`, "
+        "`phone`, `crm_id`, `guest_ref`, `email_sha256` or custom `[a-z][a-z0-9_]{0,31}`, "
+        "case-insensitive; values must be valid for their type (an email address, a phone "
+        "number, 64 hex digits); empty values and `${...}` placeholders are ignored",
+        json_schema_extra={
+            "propertyNames": {"pattern": TYPE_NAME_PATTERN},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "pattern": absent_or_present_pattern(320)},
+                    {"type": "integer"},
+                ]
+            },
+        },
+    )
+    traits: dict[str, Any] = Field(
+        default_factory=dict, description="any JSON members: name, tier, preferences, ..."
+    )
+    segments: list[str] = Field(default_factory=list, description="segment names")
+    metrics: dict[str, MetricValue] = Field(
+        default_factory=dict,
+        description="numbers (numeric strings are converted) or RFC 3339 timestamps; "
+        "`order_count` (a whole number), `lifetime_value`, `last_order_at` and `last_event_at` "
+        "are also moved by purchase events",
+        json_schema_extra=METRICS_SCHEMA,
+    )
+    recommendations: list[Recommendation] = Field(
+        default_factory=list, description="recommended items, best first"
+    )
+    source: str | None = Field(
+        default=None, max_length=100, description="where the data came from, e.g. crm"
+    )
 
     @model_validator(mode="after")
     def _storable(self) -> ProfileDocument:
         check_storable(self.traits, "traits")
         check_storable(self.segments, "segments")
-        check_storable([r.model_dump() for r in self.recommendations], "recommendations")
+        for recommendation in self.recommendations:
+            check_storable(recommendation.model_extra, "recommendations")
+        check_storable(self.metrics, "metrics")
         check_storable(self.source, "source")
         check_storable(list(self.identifiers.values()), "identifiers")
         for name, value in list(self.metrics.items()):

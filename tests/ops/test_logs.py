@@ -80,9 +80,7 @@ class TestAccessLine:
         assert response.status_code == 401
         await flushed(json_app)
         # Lines of earlier requests may still be on their way out: pick this request's.
-        line = next(
-            r for r in access_lines(capfd.readouterr().err) if r.get("route") == ENRICH
-        )
+        line = next(r for r in access_lines(capfd.readouterr().err) if r.get("route") == ENRICH)
         assert line["status"] == 401
         assert line["client_id"] is None
 

@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTING_NAMES = {f"ENRICH_{name.upper()}" for name in Settings.model_fields}
 ENV_NAME = re.compile(r"\bENRICH_[A-Z0-9_]+\b")
 # Read by the test suite (tests/fixtures/databases.py), not by the service.
-TEST_ONLY_NAMES = {"ENRICH_TEST_PG_ADMIN_URL", "ENRICH_TEST_REDIS_URL"}
+TEST_ONLY_NAMES = {
+    "ENRICH_TEST_PG_ADMIN_URL",
+    "ENRICH_TEST_REDIS_URL",
+    "ENRICH_TEST_SCHEMATHESIS_SECONDS",
+}
 
 
 def read(name: str) -> str:

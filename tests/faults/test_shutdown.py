@@ -132,6 +132,9 @@ class TestSigtermUnderLoad:
             private_redis.url,
             shutdown_drain_seconds=str(drain),
             rate_limit_enabled="false",
+            # The held writes wait on the test's table lock for the whole drain: on a loaded
+            # machine that passes the default 2 s statement timeout, which is not under test.
+            db_statement_timeout_ms="30000",
         )
         headers = await bearer_headers(service, database)
         async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:

@@ -36,15 +36,13 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import redis
-from common import OUT, create_database, data_file, database_exists, pg_url
+from common import OUT
+from enrich_pg import ensure_profiles, make_client
 
-from app.auth.service import ClientService
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
-from app.ingest.importer import import_file
 
 HERE = Path(__file__).resolve().parent
 ENRICH = str(Path(sys.executable).with_name("enrich"))
@@ -69,39 +67,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def ensure_profiles(database: str, profiles: int) -> str:
-    url = pg_url(database)
-    if await database_exists(database):
-        connection = await asyncpg.connect(url)
-        try:
-            count = await connection.fetchval("SELECT count(*) FROM profiles")
-        finally:
-            await connection.close()
-        if count >= profiles:
-            print(f"reusing {database}: {count:,} profiles")
-            return url
-    url = await create_database(database)
-    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
-    report = await import_file(data_file(profiles, "ndjson", "full"), settings)
-    print(f"loaded {report.rows:,} profiles in {report.seconds:.0f} s")
+async def ensure_demo_guest(url: str) -> None:
+    """The demo guest, whose answer the fixed scenarios ask for (a no-op once it is there)."""
     from app.ingest.demo import load_demo
 
-    engine = create_engine(settings)
-    async with create_sessionmaker(engine)() as session:
-        await load_demo(session, settings, 1)  # the demo guest
-        await session.commit()
-    await engine.dispose()
-    return url
-
-
-async def make_client(url: str) -> tuple[str, str]:
     settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
     engine = create_engine(settings)
-    async with create_sessionmaker(engine)() as session:
-        client, secret = await ClientService(session).create("hotpath-bench", "profiles:read")
-        await session.commit()
-    await engine.dispose()
-    return client.client_id, secret
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await load_demo(session, settings, 1)
+            await session.commit()
+    finally:
+        await engine.dispose()
 
 
 class Server:
@@ -214,6 +191,7 @@ def token_for(port: int, client: tuple[str, str]) -> str:
 
 def run(args: argparse.Namespace) -> list[Result]:
     url = asyncio.run(ensure_profiles(args.database, args.profiles))
+    asyncio.run(ensure_demo_guest(url))
     client = asyncio.run(make_client(url))
     prefix = f"enrich-bench-{uuid.uuid4().hex[:8]}:"
     base_env = {

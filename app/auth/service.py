@@ -55,8 +55,15 @@ def generate_client_id() -> str:
 
 
 def generate_secret() -> str:
-    """256 random bits, URL-safe: nothing to escape in Basic auth or a form."""
-    return secrets.token_urlsafe(32)
+    """256 random bits, URL-safe: nothing to escape in Basic auth or a form.
+
+    Never starting with "-": a secret pasted after a command-line option (`--client-secret X`)
+    would otherwise be read as an option by argparse and similar parsers.
+    """
+    while True:
+        secret = secrets.token_urlsafe(32)
+        if not secret.startswith("-"):
+            return secret
 
 
 def hash_secret(secret: str) -> str:

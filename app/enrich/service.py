@@ -6,6 +6,7 @@ The answer is built once as serialized bytes (what a cache stores and serves as 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from app.enrich.schemas import (
     MAX_FIELDS_ITEM,
     MAX_FIELDS_ITEMS,
     MAX_FIELDS_TEXT,
+    UNKNOWN_ANSWER,
 )
 from app.exceptions import AppError
 from app.models import Profile
@@ -152,17 +154,7 @@ def answer_document(match: Match | None, selection: Selection) -> dict[str, Any]
     final bytes instead of serializing again (see ``mark_stale``).
     """
     if match is None:
-        return {
-            "found": False,
-            "matched": None,
-            "profile_id": None,
-            "traits": {},
-            "segments": [],
-            "metrics": {},
-            "recommendations": [],
-            "updated_at": None,
-            "stale": False,
-        }
+        return copy.deepcopy(UNKNOWN_ANSWER)  # fit() edits the dict it is given
     key, view = match
     return {
         "found": True,

@@ -33,6 +33,8 @@ from app.profiles.mergepatch import merge_patch
 from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import EVENT_METRICS, ProfileDocument
 
+UNKNOWN_MEMBER = "Extra inputs are not permitted"
+
 # A lost race for a new identifier is retried by resolving again; this bounds the retries.
 ATTEMPTS = 3
 
@@ -191,12 +193,19 @@ class ProfileService:
 
     def _merged(self, profile: Profile, content_patch: dict[str, Any]) -> PreparedProfile:
         merged = merge_patch(document_view(profile), content_patch)
+        # Removing a member no profile has leaves nothing to validate, yet it is a mistake
+        # the caller should hear about (the schema forbids it as it forbids setting one).
+        errors: list[Any] = [
+            {"type": "extra_forbidden", "loc": ("body", name), "msg": UNKNOWN_MEMBER, "input": None}
+            for name, value in content_patch.items()
+            if value is None and name not in ProfileDocument.model_fields
+        ]
         try:
             document = ProfileDocument.model_validate(merged)
         except ValidationError as exc:
-            raise RequestValidationError(
-                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-            ) from exc
+            errors += [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        if errors:
+            raise RequestValidationError(errors)
         prepared = prepare(document, self.region, keys=False)
         # Column metrics are written only where the patch names them, so a patch of traits
         # never overwrites counts that purchases move concurrently.

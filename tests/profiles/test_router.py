@@ -309,6 +309,21 @@ class TestPatchProfile:
         assert body["segments"] == ["high_value"]
         assert body["version"] == 1
 
+    async def test_removing_a_member_profiles_do_not_have_is_422(
+        self, http: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        await put_jane(http, headers)
+        response = await http.patch(
+            "/v1/profiles/crm_id/C-1001", json={"": None, "colour": None}, headers=headers
+        )
+        assert response.status_code == 422
+        assert [error["loc"] for error in response.json()["detail"]] == [
+            ["body", ""],
+            ["body", "colour"],
+        ]
+        body = (await http.get("/v1/profiles/crm_id/C-1001", headers=headers)).json()
+        assert body["version"] == 1
+
     async def test_other_media_types_are_415(
         self, http: httpx.AsyncClient, headers: dict[str, str]
     ) -> None:

@@ -21,6 +21,7 @@ from app.auth.tokens import KeyRing, RevocationView, TokenIssuer, TokenVerifier,
 from app.cache import Cache, RedisCache, create_cache
 from app.caching.bus import InvalidationBus
 from app.caching.l1 import L1Cache
+from app.caching.pipe import RedisPipe
 from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
 from app.docs_ui import install_docs
@@ -123,7 +124,15 @@ async def build_enrich_cache(settings: Settings, engine: AsyncEngine, cache: Cac
         lookup = await PgLookup.create(settings)
     else:
         lookup = partial(first_match, reader(engine))
-    return EnrichCache(settings, lookup, l2, bus, l1)
+    pipe = None
+    dsn = settings.redis_dsn
+    if l2 is not None and settings.cache_enabled and dsn and RedisPipe.supports(dsn):
+        pipe = RedisPipe(
+            dsn,
+            connect_timeout=settings.redis_connect_timeout,
+            timeout=min(settings.redis_socket_timeout, settings.deadline_ms / 1000),
+        )
+    return EnrichCache(settings, lookup, l2, bus, l1, pipe)
 
 
 async def close_runtime(runtime: Runtime) -> None:

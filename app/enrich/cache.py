@@ -2,9 +2,10 @@
 
 - L1: each process keeps finished answers (bytes) per (identifiers, fields); a hit is a dict
   lookup. It is on only while the process hears invalidations (see ``app/caching/bus.py``).
-- L2: Redis keeps one entry per identifier key: the profile view it resolves to, or a negative
-  entry for an unknown identifier (short TTL). Entries carry a soft expiry; Redis drops them at
-  the hard one. TTLs have jitter so a bulk load does not expire all at once.
+- L2: Redis keeps one entry per identifier key: the profile view it resolves to, with the
+  answer for every field already rendered (what most requests ask for, served as it is), or a
+  negative entry for an unknown identifier (short TTL). Entries carry a soft expiry; Redis
+  drops them at the hard one. TTLs have jitter so a bulk load does not expire all at once.
 - A miss goes to PostgreSQL, coalesced: a burst of misses for one key set is one query per
   process. Everything past L1 runs under the request deadline; past it, or when the database
   fails, a stale copy is served (``X-Cache: stale``, ``"stale": true``) or 503 with Retry-After.
@@ -32,14 +33,15 @@ from app.cache import RedisCache
 from app.caching.breaker import CircuitBreaker
 from app.caching.bus import WRITER_WAIT_SECONDS, InvalidationBus
 from app.caching.l1 import Entry, L1Cache
+from app.caching.pipe import RedisPipe
 from app.config import Settings
-from app.enrich.service import Match, Selection, mark_stale, render
+from app.enrich.service import EVERYTHING, Match, ProfileView, Selection, mark_stale, render
 from app.exceptions import ServiceUnavailableError
 from app.profiles.identity import Key
 
 log = structlog.get_logger(__name__)
 
-L2_VERSION = "v1"
+L2_VERSION = "v2"
 # A write deletes its L2 keys again this long after the first time: a reader that loaded the
 # old profile just before the commit may have refilled them in between.
 SECOND_DELETE_SECONDS = 1.0
@@ -59,9 +61,38 @@ class DatabaseUnavailableError(Exception):
 
 @dataclass(slots=True)
 class Resolution:
-    match: Match | None
+    """What a key set resolves to, from L2 or the database."""
+
+    key: Key | None  # the key that matched (None: no profile has any of them)
+    view: ProfileView | bytes | None  # the matched profile, or its JSON not parsed yet
     deps: tuple[Key, ...]  # the keys tried up to the match: the answer depends on each
     fresh: bool = True
+    body: bytes | None = None  # the answer with every field, when already rendered
+    read_at: float = 0.0  # when the database said so (time.time())
+
+    def render(self, selection: Selection, max_chars: int) -> bytes:
+        if self.body is not None and selection.key is None:
+            return self.body
+        if self.key is None:
+            return render(None, selection, max_chars)
+        if isinstance(self.view, bytes):
+            self.view = orjson.loads(self.view)
+        assert self.view is not None
+        body = render((self.key, self.view), selection, max_chars)
+        if selection.key is None:
+            self.body = body  # rendered once for both the L2 entry and the caller
+        return body
+
+
+def l2_entry(resolution: Resolution, key: Key, fresh_until: float, max_chars: int) -> bytes:
+    """``key``'s L2 value: a header line (soft expiry, read time, the answer cap and the
+    answer's length, -1 for a negative entry), then the rendered answer and the view."""
+    if key != resolution.key:
+        return b"%.3f %.3f 0 -1\n" % (fresh_until, resolution.read_at)
+    view = resolution.view if isinstance(resolution.view, bytes) else orjson.dumps(resolution.view)
+    body = resolution.render(EVERYTHING, max_chars)
+    head = b"%.3f %.3f %d %d\n" % (fresh_until, resolution.read_at, max_chars, len(body))
+    return head + body + view
 
 
 class EnrichCache:
@@ -72,8 +103,10 @@ class EnrichCache:
         l2: RedisCache | None,
         bus: InvalidationBus,
         l1: L1Cache,
+        pipe: RedisPipe | None = None,
     ) -> None:
         self.settings = settings
+        self.pipe = pipe  # the L2 reads, auto-pipelined (else through l2.client)
         self.lookup = lookup
         self.enabled = settings.cache_enabled
         self.l1 = l1
@@ -118,19 +151,18 @@ class EnrichCache:
         generation = self.l1.generation
         found_in_l2: list[Resolution] = []
         try:
-            async with asyncio.timeout(self.deadline):
-                resolution, level = await self._resolve(key_tuple, found_in_l2)
+            resolution, level = await self._resolve(key_tuple, found_in_l2)
         except (TimeoutError, DatabaseUnavailableError) as exc:
             log.warning("enrich.degraded", reason=type(exc).__name__)
             if found_in_l2:
-                body = render(found_in_l2[0].match, selection, self.max_chars)
+                body = found_in_l2[0].render(selection, self.max_chars)
                 return mark_stale(body), "stale"
             if stale_entry is not None:
                 return mark_stale(stale_entry.body), "stale"
             raise ServiceUnavailableError(
                 "profile data is unavailable right now; retry shortly", retry_after=1
             ) from exc
-        body = render(resolution.match, selection, self.max_chars)
+        body = resolution.render(selection, self.max_chars)
         if use_l1 and resolution.fresh:
             self.l1.put(l1_key, body, resolution.deps, generation)
         if not resolution.fresh:
@@ -140,15 +172,24 @@ class EnrichCache:
     async def _resolve(
         self, keys: tuple[Key, ...], found_in_l2: list[Resolution]
     ) -> tuple[Resolution, str]:
+        """Through L2, then the database, within the deadline.
+
+        The L2 read needs no timer of its own: every Redis call is bounded by the Redis
+        timeout, which is never longer than the deadline. The rest of the deadline is left
+        for the database.
+        """
         if not keys:
-            return Resolution(None, ()), "hit"
+            return Resolution(None, None, ()), "hit"
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.deadline
         cached, reachable = await self._from_l2(keys)
         if cached is not None:
             if cached.fresh:
                 return cached, "hit"
             found_in_l2.append(cached)  # past its soft expiry: the fallback if the DB fails
         # Redis just failed this request: do not spend a second timeout on filling it.
-        return await self._from_db(keys, fill=reachable), "miss"
+        async with asyncio.timeout_at(give_up):
+            return await self._from_db(keys, fill=reachable), "miss"
 
     async def _from_l2(self, keys: tuple[Key, ...]) -> tuple[Resolution | None, bool]:
         """Walk the keys in order through L2 (None when one of them is not there), and
@@ -157,8 +198,13 @@ class EnrichCache:
             return None, True
         if self._pending and not self._pending.keys().isdisjoint(keys):
             return None, True  # written while Redis was away: L2 may still hold the old entry
+        names = [self.l2.prefix + l2_key(k) for k in keys]
         try:
-            values = await self.l2.client.mget([self.l2.prefix + l2_key(k) for k in keys])
+            if self.pipe is not None:
+                values = await self.pipe.mget(names)
+            else:
+                async with asyncio.timeout(self.deadline):
+                    values = await self.l2.client.mget(names)
         except Exception as exc:
             self._redis_failed(exc)
             return None, False
@@ -169,12 +215,15 @@ class EnrichCache:
         for index, raw in enumerate(values):
             if raw is None:
                 return None, True
-            item = orjson.loads(raw)
-            # "t": when the value was read from the database (absent in older entries).
-            fresh = fresh and item["f"] >= now and item.get("t", 0.0) >= trusted_from
-            if item["p"] is not None:
-                return Resolution((keys[index], item["p"]), keys[: index + 1], fresh), True
-        return Resolution(None, keys, fresh), True
+            head, _, rest = raw.partition(b"\n")
+            fresh_until, read_at, max_chars, size = head.split(b" ")
+            fresh = fresh and float(fresh_until) >= now and float(read_at) >= trusted_from
+            length = int(size)
+            if length >= 0:
+                # An answer rendered under another cap (a changed setting) is rendered again.
+                body = rest[:length] if int(max_chars) == self.max_chars else None
+                return Resolution(keys[index], rest[length:], keys[: index + 1], fresh, body), True
+        return Resolution(None, None, keys, fresh), True
 
     async def _from_db(self, keys: tuple[Key, ...], *, fill: bool = True) -> Resolution:
         """Query the database once per process for concurrent misses of the same keys."""
@@ -214,15 +263,15 @@ class EnrichCache:
             log.warning("enrich.database_failed", error=type(exc).__name__)
             raise DatabaseUnavailableError(str(type(exc).__name__)) from exc
         if match is None:
-            resolution = Resolution(None, keys)
+            resolution = Resolution(None, None, keys, read_at=read_at)
         else:
             index = keys.index(match[0])
-            resolution = Resolution(match, keys[: index + 1])
+            resolution = Resolution(match[0], match[1], keys[: index + 1], read_at=read_at)
         if fill:
-            await self._fill_l2(resolution, read_at)
+            await self._fill_l2(resolution)
         return resolution
 
-    async def _fill_l2(self, resolution: Resolution, read_at: float) -> None:
+    async def _fill_l2(self, resolution: Resolution) -> None:
         """Store what the database said: the match, and a negative entry per key before it."""
         if self.l2 is None or not self.breaker.allow():
             return
@@ -232,15 +281,13 @@ class EnrichCache:
         try:
             async with self.l2.client.pipeline(transaction=False) as pipe:
                 for key in resolution.deps:
-                    view = None
                     fresh_for = self.settings.cache_negative_ttl_seconds
                     hard_extra = 0.0
-                    if resolution.match is not None and key == resolution.match[0]:
-                        view = resolution.match[1]
+                    if key == resolution.key:
                         fresh_for = self.settings.cache_l2_ttl_seconds
                         hard_extra = self.settings.cache_stale_seconds
                     fresh_for = self._jitter(fresh_for)
-                    value = orjson.dumps({"f": now + fresh_for, "p": view, "t": read_at})
+                    value = l2_entry(resolution, key, now + fresh_for, self.max_chars)
                     hard_ms = int((fresh_for + hard_extra) * 1000)
                     pipe.set(self.l2.prefix + l2_key(key), value, px=hard_ms)
                 await pipe.execute()
@@ -351,6 +398,8 @@ class EnrichCache:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        if self.pipe is not None:
+            await self.pipe.close()
         if self._retrying is not None:
             self._tasks.add(self._retrying)
         for task in list(self._tasks):

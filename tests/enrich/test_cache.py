@@ -73,6 +73,42 @@ class TestCacheLevels:
             assert second.headers["x-cache"] == "miss"
             assert calls[0] == 2
 
+    async def test_an_l2_hit_answers_each_field_selection_with_its_own_fields(
+        self, app_factory: AppFactory, backend: Backend
+    ) -> None:
+        running = await app_factory(cache_l1_max_entries=0)
+        headers = await _token_headers(running)
+        jane = {**JANE, "traits": {"tier": "gold", "city": "Oslo"}, "segments": ["vip"]}
+        await running.http.put("/v1/profiles/email/jane@example.com", json=jane, headers=headers)
+        await enrich(running.http, headers)  # fills L2 with the whole answer
+        picked = await running.http.post(
+            "/v1/enrich", json={**ASK_JANE, "fields": "traits.city"}, headers=headers
+        )
+        whole = await enrich(running.http, headers)
+        if backend.name == "postgres":
+            assert picked.headers["x-cache"] == whole.headers["x-cache"] == "hit"
+        assert picked.json()["traits"] == {"city": "Oslo"}
+        assert picked.json()["segments"] == []
+        assert whole.json()["traits"] == {"tier": "gold", "city": "Oslo"}
+        assert whole.json()["segments"] == ["vip"]
+
+    async def test_an_l2_answer_made_under_another_size_cap_is_cut_to_this_one(
+        self, app_factory: AppFactory, backend: Backend
+    ) -> None:
+        writer = await app_factory(cache_l1_max_entries=0)
+        headers = await _token_headers(writer)
+        big = {**JANE, "segments": [f"segment-{n:04d}" for n in range(300)]}
+        await writer.http.put("/v1/profiles/email/jane@example.com", json=big, headers=headers)
+        assert len((await enrich(writer.http, headers)).content) > 1000
+        reader = await app_factory(cache_l1_max_entries=0, answer_max_chars=1000)
+        calls = count_lookups(reader)
+        answer = await enrich(reader.http, headers)
+        assert len(answer.text) <= 1000
+        assert answer.json()["truncated"] is True
+        if backend.name == "postgres":
+            assert answer.headers["x-cache"] == "hit"
+            assert calls[0] == 0  # from the writer's L2 entry, cut again here
+
     async def test_an_unknown_guest_is_cached_until_it_is_written(
         self, running: RunningApp, token_for: TokenMaker
     ) -> None:
@@ -127,7 +163,7 @@ class TestDeadline:
         assert elapsed < 0.5
 
     async def test_a_failing_database_serves_the_cached_answer_marked_stale(
-        self, app_factory: AppFactory
+        self, app_factory: AppFactory, backend: Backend
     ) -> None:
         running = await app_factory(cache_l1_ttl_seconds=0.05, cache_l2_ttl_seconds=0.05)
         headers = await _token_headers(running)
@@ -141,6 +177,15 @@ class TestDeadline:
         assert body["stale"] is True
         assert body["traits"] == fresh.json()["traits"]
         assert set(body) == set(fresh.json())
+        if backend.name == "sqlite":
+            return  # no L2: a selection never asked for has no stale copy
+        # L2 keeps the profile, so a selection never asked for is answered stale too.
+        picked = await running.http.post(
+            "/v1/enrich", json={**ASK_JANE, "fields": ["metrics"]}, headers=headers
+        )
+        assert picked.headers["x-cache"] == "stale"
+        assert picked.json()["traits"] == {}
+        assert picked.json()["stale"] is True
 
 
 async def _client(running: RunningApp) -> tuple[str, str]:

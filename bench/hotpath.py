@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/hotpath.py [--profiles 100000] [--seconds 10] [--connections 32]
 
-Starts the service on PostgreSQL + Redis with one uvicorn worker (uvloop, httptools), loads
+Starts the service on PostgreSQL + Redis with one uvicorn worker as `enrich serve` runs it
+(uvloop, httptools with one write per response: app/ops/http.py), loads
 the demo data set (N profiles, reused while the database holds them), and measures with wrk
 (`wrk -t1 -cC -dS --latency`), each scenario after a 2 s warm-up:
 
-  bare ASGI      bench/bare_app.py answering the same bytes as enrich (the limit)
+  bare ASGI      bench/bare_app.py answering the same bytes as enrich, on the same server
+                 (the limit; the ratios are to it)
+  ...stock       the same on stock uvicorn (httptools, two writes per response), for reference
   L1 hit         enrich for the demo guest, answered from the worker's own cache, with what
                  production runs on the hot path: JSON access line, metrics, rate limiter
   ...ops off     the same with the access log, metrics and rate limiter switched off
@@ -115,11 +118,14 @@ def enrich_server(env: dict[str, str]) -> Server:
     )
 
 
-def bare_server(body_file: Path) -> Server:
+SAME_HTTP = "app.ops.http:CoalescingHttpToolsProtocol"  # what `enrich serve` runs
+
+
+def bare_server(body_file: Path, http: str = SAME_HTTP) -> Server:
     port = free_port()
     command = [
         UVICORN, "bare_app:app", "--app-dir", str(HERE), "--port", str(port), "--workers", "1",
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        "--loop", "uvloop", "--http", http, "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     return Server(command, {"ENRICH_BARE_BODY_FILE": str(body_file)}, port)
 
@@ -234,6 +240,11 @@ def run(args: argparse.Namespace) -> list[Result]:
             results.insert(1, wrk("bare ASGI, 1 connection", bare.port, fixed, 1, s))
         finally:
             bare.stop()
+        stock = bare_server(body_file, "httptools")
+        try:
+            results.insert(1, wrk("bare ASGI, stock uvicorn", stock.port, fixed, c, s))
+        finally:
+            stock.stop()
         ops_off = {
             "ENRICH_ACCESS_LOG": "false",
             "ENRICH_METRICS_ENABLED": "false",
@@ -261,9 +272,14 @@ def run(args: argparse.Namespace) -> list[Result]:
 
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
-    bare = {r.connections: r for r in results if r.name.startswith("bare ASGI")}
+    bare = {
+        r.connections: r
+        for r in results
+        if r.name.startswith("bare ASGI") and "stock" not in r.name
+    }
     print(
-        f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, 1 uvicorn worker (uvloop, httptools),"
+        f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, 1 uvicorn worker (uvloop, httptools, one write"
+        " per response),"
         f" {args.profiles:,} profiles, PostgreSQL + Redis\n"
     )
     print("| scenario | connections | rps | x bare | p50 ms | p99 ms | errors |")

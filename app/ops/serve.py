@@ -69,6 +69,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from app.logging import configure_logging
+    from app.ops.http import CoalescingHttpToolsProtocol
 
     configure_logging(settings)
     structlog.get_logger(__name__).info(
@@ -87,7 +88,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=CoalescingHttpToolsProtocol,  # httptools, one write per response
             access_log=False,  # the service writes its own (see AccessMiddleware)
             proxy_headers=False,  # X-Forwarded-For is read from ENRICH_TRUSTED_PROXIES only
             timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),

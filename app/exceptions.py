@@ -54,6 +54,16 @@ class ServiceUnavailableError(AppError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class InternalError(AppError):
+    """A bug: the answer says so without details (they are in the log)."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str = "an unexpected error occurred; it has been logged") -> None:
+        super().__init__(message)
+
+
 class BodyTooLargeError(StarletteHTTPException):
     """Raised while reading a body past its limit; FastAPI lets HTTPExceptions through."""
 

@@ -89,31 +89,82 @@ _ID_PREFIX = secrets.token_hex(10)
 _ids = itertools.count(1)
 
 
+class Access:
+    """What every request owes the logs and metrics: its caller's address, a request id, and
+    after the answer one access line and the request metrics. Shared by ``AccessMiddleware``
+    and the enrich fast path (which runs outside the middleware stack)."""
+
+    def __init__(
+        self,
+        *,
+        trusted_proxies: NetworkSet,
+        access_log: AccessLog | None,
+        metrics: RequestMetrics | None,
+    ) -> None:
+        self.trusted = trusted_proxies
+        self.access_log = access_log
+        self.metrics = metrics
+        self.recording = access_log is not None or metrics is not None
+
+    @staticmethod
+    def request_id(given: bytes) -> str:
+        """The caller's X-Request-ID when it is usable, else a new one."""
+        if given:
+            candidate = given.decode("latin-1")[:128]
+            if candidate.isprintable():
+                return candidate
+        return f"{_ID_PREFIX}{next(_ids):012x}"
+
+    def forward(self, scope: Scope, forwarded: list[bytes]) -> None:
+        """Replace ``scope["client"]`` with the caller behind a trusted proxy, if any."""
+        client = scope.get("client")
+        if forwarded and self.trusted and client and client[0] in self.trusted:
+            header = b",".join(forwarded).decode("latin-1")
+            scope["client"] = (forwarded_client(client[0], header, self.trusted), client[1])
+            scope[FORWARDED_KEY] = True
+
+    def record(
+        self,
+        scope: Scope,
+        request_id: str,
+        template: str,
+        status: int,
+        started: float,
+        cache: str | None,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        method = scope["method"]
+        if self.metrics is not None:
+            self.metrics.observe(template, method, status, seconds, cache)
+        if self.access_log is not None:
+            address = scope.get("client")
+            self.access_log.write(
+                request_id,
+                scope.get(CLIENT_ID_KEY),
+                method,
+                template,
+                status,
+                seconds,
+                cache,
+                address[0] if address else None,
+            )
+
+
 class AccessMiddleware:
-    """Outermost: the caller's address and the request id; then the access line and metrics.
+    """The caller's address and the request id; then the access line and metrics.
 
     - ``X-Forwarded-For`` is read only when the connection comes from a trusted proxy; the
       caller's address then replaces ``scope["client"]``, so everything downstream (allowlists,
       the token endpoint's lockout) sees the same address.
     - ``X-Request-ID`` is taken from the request (or made up), bound for the logs and echoed.
     - After the answer: one access line and the request metrics, labelled by route template
-      (``scope["route"]``, set by the router; the enrich fast path bypasses routing).
+      (``scope["route"]``, set by the router).
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        trusted_proxies: NetworkSet,
-        access_log: AccessLog | None,
-        metrics: RequestMetrics | None,
-        fast_path: str = "/v1/enrich",
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, access: Access) -> None:
         self.app = app
-        self.trusted = trusted_proxies
-        self.access_log = access_log
-        self.metrics = metrics
-        self.fast_path = fast_path
+        self.access = access
+        self.access_log = access.access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,22 +174,16 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = ""
+        given = b""
         forwarded: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                candidate = value.decode("latin-1")[:128]
-                if candidate.isprintable():
-                    request_id = candidate
+                given = value
             elif name == b"x-forwarded-for":
                 forwarded.append(value)
-        if not request_id:
-            request_id = f"{_ID_PREFIX}{next(_ids):012x}"
-        client = scope.get("client")
-        if forwarded and self.trusted and client and client[0] in self.trusted:
-            header = b",".join(forwarded).decode("latin-1")
-            scope["client"] = (forwarded_client(client[0], header, self.trusted), client[1])
-            scope[FORWARDED_KEY] = True
+        access = self.access
+        request_id = access.request_id(given)
+        access.forward(scope, forwarded)
         token = request_id_var.set(request_id)
         id_header = (b"x-request-id", request_id.encode("latin-1"))
         status = 500  # an exception that escapes becomes a 500 outside this middleware
@@ -159,30 +204,12 @@ class AccessMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
-            if self.metrics is not None or self.access_log is not None:
-                seconds = time.perf_counter() - started
+            if access.recording:
                 route = scope.get("route")
+                template = ROUTE_UNMATCHED
                 if route is not None:
                     template = getattr(route, "path_format", ROUTE_UNMATCHED)
-                elif scope["path"] == self.fast_path:
-                    template = self.fast_path
-                else:
-                    template = ROUTE_UNMATCHED
-                method = scope["method"]
-                if self.metrics is not None:
-                    self.metrics.observe(template, method, status, seconds, cache)
-                if self.access_log is not None:
-                    address = scope.get("client")
-                    self.access_log.write(
-                        request_id,
-                        scope.get(CLIENT_ID_KEY),
-                        method,
-                        template,
-                        status,
-                        seconds,
-                        cache,
-                        address[0] if address else None,
-                    )
+                access.record(scope, request_id, template, status, started, cache)
 
     def _flushing_at_shutdown(self, send: Send) -> Send:
         access_log = self.access_log

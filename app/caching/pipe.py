@@ -139,7 +139,7 @@ class RedisPipe:
     """MGET through one auto-pipelined connection; connects on first use and after a failure."""
 
     def __init__(self, url: str, *, connect_timeout: float, timeout: float) -> None:
-        options = parse_url(url)
+        options = parse_url(url)  # type: ignore[no-untyped-call]
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self._path: str | None = options.get("path")
@@ -160,7 +160,7 @@ class RedisPipe:
     @staticmethod
     def supports(url: str) -> bool:
         """Whether the URL needs nothing this client does not do (else use redis-py)."""
-        options = parse_url(url)
+        options = parse_url(url)  # type: ignore[no-untyped-call]
         kind = options.pop("connection_class", None)
         return kind in (None, SSLConnection, UnixDomainSocketConnection) and (
             options.keys() <= SUPPORTED_OPTIONS

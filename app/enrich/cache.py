@@ -75,10 +75,11 @@ class Resolution:
             return self.body
         if self.key is None:
             return render(None, selection, max_chars)
-        if isinstance(self.view, bytes):
-            self.view = orjson.loads(self.view)
-        assert self.view is not None
-        body = render((self.key, self.view), selection, max_chars)
+        view = self.view
+        if isinstance(view, bytes):
+            view = self.view = orjson.loads(view)
+        assert isinstance(view, dict)
+        body = render((self.key, view), selection, max_chars)
         if selection.key is None:
             self.body = body  # rendered once for both the L2 entry and the caller
         return body
@@ -199,12 +200,13 @@ class EnrichCache:
         if self._pending and not self._pending.keys().isdisjoint(keys):
             return None, True  # written while Redis was away: L2 may still hold the old entry
         names = [self.l2.prefix + l2_key(k) for k in keys]
+        values: list[bytes | None]
         try:
             if self.pipe is not None:
                 values = await self.pipe.mget(names)
             else:
                 async with asyncio.timeout(self.deadline):
-                    values = await self.l2.client.mget(names)
+                    values = await self.l2.client.mget(names)  # type: ignore[assignment]
         except Exception as exc:
             self._redis_failed(exc)
             return None, False

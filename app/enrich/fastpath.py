@@ -11,22 +11,34 @@ and is what the OpenAPI document describes. Both paths share the cache and the a
 from __future__ import annotations
 
 import gzip
-from typing import Any
+import time
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import FastAPI
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.tokens import InvalidTokenError, Principal
 from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip
 from app.enrich.schemas import MAX_IDENTIFIERS
 from app.enrich.service import Selection, parse_fields
-from app.exceptions import AppError, ServiceUnavailableError
+from app.exceptions import AppError, InternalError, ServiceUnavailableError
+from app.logging import request_id_var
+from app.middleware import Access
 from app.ops.guard import CLIENT_ID_KEY
 from app.ops.ratelimit import PENDING
 from app.profiles.identity import Key, lookup_keys
 from app.state import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+class HostApp(Protocol):
+    """The application the fast path stands in front of (app.main.EnrichAPI)."""
+
+    runtime: Runtime | None
+
 
 PATH = "/v1/enrich"
 SCOPE = "profiles:read"
@@ -38,21 +50,34 @@ _X_CACHE = {level: (b"x-cache", level.encode()) for level in ("hit", "miss", "st
 
 
 class EnrichFastPath:
-    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+    """The outermost ASGI layer: enrich requests it can serve, end to end; the rest to ``app``.
+
+    It sits outside FastAPI's middleware stack, so it does itself what that stack does for
+    every request: the body limit (anything over it falls through and is refused there), the
+    caller's address behind trusted proxies, the request id, the access line and metrics
+    (``app.middleware.Access``), and a JSON 500 should anything fail.
+    """
+
+    def __init__(
+        self, app: ASGIApp, fastapi_app: HostApp, *, access: Access, body_limit: int
+    ) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
+        self.access = access
+        self.body_limit = body_limit
         self._parsed: dict[tuple[str, bytes], tuple[tuple[Key, ...], Selection]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
-            await self.app(scope, receive, send)
-            return
+        # Called for http requests to PATH only (see app.main.EnrichAPI).
         method = scope["method"]
-        runtime: Runtime | None = getattr(self.fastapi_app.state, "runtime", None)
+        runtime: Runtime | None = self.fastapi_app.runtime
         if runtime is None or method not in ("POST", "GET"):
             await self.app(scope, receive, send)
             return
-        authorization = content_type = accept_encoding = b""
+        started = time.perf_counter()
+        authorization = content_type = accept_encoding = given_id = b""
+        length: bytes | None = None
+        forwarded: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
@@ -60,12 +85,25 @@ class EnrichFastPath:
                 content_type = value
             elif name == b"accept-encoding":
                 accept_encoding = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"x-request-id":
+                given_id = value
+            elif name == b"x-forwarded-for":
+                forwarded.append(value)
+        if length is not None and (not length.isdigit() or int(length) > self.body_limit):
+            await self.app(scope, receive, send)  # the stack answers 413
+            return
         body = b""
         if method == "POST":
-            body, receive = await _buffer(receive)
+            body, more, other = await _buffer(receive, self.body_limit)
+            if more or other is not None or len(body) > self.body_limit:
+                # Over the limit, or a disconnect: the stack sees the same messages.
+                await self.app(scope, _replay(receive, body, more, other), send)
+                return
         principal = self._principal(runtime, authorization)
         if principal is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, _replay(receive, body, False, None), send)
             return
         # Normalizing a request is a pure function of its bytes: remember it, so a repeated
         # request (Personalize asks for the same guests all day) skips parsing entirely.
@@ -74,11 +112,43 @@ class EnrichFastPath:
         if parsed is None:
             parsed = self._parse(runtime, method, body, content_type, raw[1])
             if parsed is None:
-                await self.app(scope, receive, send)  # the route renders the 4xx
+                # The route renders the 4xx.
+                await self.app(scope, _replay(receive, body, False, None), send)
                 return
             if len(self._parsed) >= PARSED_MAX:
                 self._parsed.clear()
             self._parsed[raw] = parsed
+        # From here on the request is served here: it is this layer's to log and count.
+        access = self.access
+        request_id = access.request_id(given_id)
+        if forwarded:
+            access.forward(scope, forwarded)
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        status, level = 200, None
+        try:
+            status, level = await self._serve(
+                runtime, scope, send, principal, parsed, accept_encoding, request_id, id_header
+            )
+        except Exception:
+            log.exception("enrich.fast_path_failed")
+            status = 500
+            await _send_error(send, InternalError(), id_header)
+        finally:
+            if access.recording:
+                access.record(scope, request_id, PATH, status, started, level)
+
+    async def _serve(
+        self,
+        runtime: Runtime,
+        scope: Scope,
+        send: Send,
+        principal: Principal,
+        parsed: tuple[tuple[Key, ...], Selection],
+        accept_encoding: bytes,
+        request_id: str,
+        id_header: tuple[bytes, bytes],
+    ) -> tuple[int, str | None]:
+        """Answer; the status and cache level, for the access line."""
         keys, selection = parsed
         # The allowlist and the rate limit; a request that fell through above meets them in
         # the route (require_scope), so none is counted twice.
@@ -89,18 +159,22 @@ class EnrichFastPath:
             if verdict is PENDING:
                 verdict = await runtime.ops.guard.admit_later(client_id)
             if isinstance(verdict, AppError):
-                await _send_error(send, verdict)
-                return
+                await _send_error(send, verdict, id_header)
+                return verdict.status_code, None
         cache = runtime.enrich_cache
         answer = cache.l1_hit(keys, selection)
         level = "hit"
         if answer is None:
+            token = request_id_var.set(request_id)  # for what the cache may log
             try:
                 answer, level = await cache.answer(keys, selection)
             except ServiceUnavailableError as exc:
-                await _send_error(send, exc)
-                return
-        await _send(send, answer, level, accept_encoding)
+                await _send_error(send, exc, id_header)
+                return exc.status_code, None
+            finally:
+                request_id_var.reset(token)
+        await _send(send, answer, level, accept_encoding, id_header)
+        return 200, level
 
     @staticmethod
     def _parse(
@@ -130,32 +204,41 @@ class EnrichFastPath:
         return principal
 
 
-async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
-    """Read the whole body, and a ``receive`` that hands it over again to whoever comes next."""
-    chunks = []
-    more = True
-    while more:
+async def _buffer(receive: Receive, limit: int) -> tuple[bytes, bool, Message | None]:
+    """Read the body until it ends or passes ``limit``: the bytes read, whether more is to
+    come, and the message that stopped the reading if it was not a body (a disconnect)."""
+    message = await receive()
+    if message["type"] != "http.request":
+        return b"", False, message
+    body = message.get("body", b"")
+    more = message.get("more_body", False)
+    if not more:
+        return body, False, None  # the common case: the whole body in one message
+    chunks = [body]
+    size = len(body)
+    while more and size <= limit:
         message = await receive()
         if message["type"] != "http.request":
-            return b"", _replaying(message)  # a disconnect: let the application see it
-        chunks.append(message.get("body", b""))
+            return b"".join(chunks), False, message
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
         more = message.get("more_body", False)
-    body = b"".join(chunks)
-    sent = False
+    return b"".join(chunks), more, None
+
+
+def _replay(receive: Receive, body: bytes, more: bool, other: Message | None) -> Receive:
+    """A ``receive`` that hands over again what ``_buffer`` read, then what follows."""
+    pending: list[Message] = []
+    if body or other is None:
+        pending.append({"type": "http.request", "body": body, "more_body": more})
+    if other is not None:
+        pending.append(other)
 
     async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if pending:
+            return pending.pop(0)
         return await receive()
-
-    return body, replay
-
-
-def _replaying(message: Message) -> Receive:
-    async def replay() -> Message:
-        return message
 
     return replay
 
@@ -200,21 +283,24 @@ def _from_query(query_string: bytes) -> tuple[dict[str, Any], Any] | None:
     return identifiers, ",".join(fields) if fields else None
 
 
-async def _send(send: Send, body: bytes, level: str, accept_encoding: bytes) -> None:
-    headers = [*_BASE_HEADERS, _X_CACHE[level]]
+async def _send(
+    send: Send, body: bytes, level: str, accept_encoding: bytes, id_header: tuple[bytes, bytes]
+) -> None:
+    headers = [*_BASE_HEADERS, _X_CACHE[level], id_header]
     if len(body) > GZIP_MIN_BYTES and accept_encoding and accepts_gzip(accept_encoding.decode()):
         body = gzip.compress(body, compresslevel=5)
         headers.append((b"content-encoding", b"gzip"))
-    headers.append((b"content-length", str(len(body)).encode()))
+    headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, exc: AppError) -> None:
+async def _send_error(send: Send, exc: AppError, id_header: tuple[bytes, bytes]) -> None:
     body = orjson.dumps({"error": exc.code, "detail": exc.message})
     headers = [
         (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
+        (b"content-length", b"%d" % len(body)),
+        id_header,
     ]
     for name, value in (exc.headers or {}).items():
         headers.append((name.lower().encode(), value.encode()))

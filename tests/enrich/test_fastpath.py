@@ -7,7 +7,7 @@ import gzip
 import httpx
 
 from app.auth.service import ClientService
-from tests.conftest import RunningApp
+from tests.conftest import AppFactory, RunningApp
 
 JANE = {
     "identifiers": {"email": "jane@example.com", "crm_id": "C-7"},
@@ -127,3 +127,70 @@ class TestFastPath:
         refused = await http.post("/v1/enrich", json=request, headers=reader)
         assert refused.status_code == 401
         assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+class TestWhatTheStackWouldHaveDone:
+    """The fast path runs outside the middleware stack, so it does that stack's work itself."""
+
+    async def test_request_ids_are_echoed_or_made_up(self, running: RunningApp) -> None:
+        headers = await token(running, "profiles:read")
+        request = {"identifiers": {"email": "jane@example.com"}}
+        await running.http.post("/v1/enrich", json=request, headers=headers)
+        served = spy_fast_path(running)
+        given = await running.http.post(
+            "/v1/enrich", json=request, headers={**headers, "X-Request-ID": "caller-42"}
+        )
+        made = [await running.http.post("/v1/enrich", json=request, headers=headers)]
+        made.append(await running.http.post("/v1/enrich", json=request, headers=headers))
+        assert served[0] == 3
+        assert given.headers["x-request-id"] == "caller-42"
+        ids = {response.headers["x-request-id"] for response in made}
+        assert len(ids) == 2
+        assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+    async def test_bodies_over_the_limit_are_413_declared_or_chunked(
+        self, app_factory: AppFactory
+    ) -> None:
+        running = await app_factory(max_body_bytes=2048)
+        headers = await token(running, "profiles:read")
+        request = {"identifiers": {"email": "jane@example.com"}}
+        await running.http.post("/v1/enrich", json=request, headers=headers)  # seen token
+        big = b'{"identifiers": {"email": "jane@example.com"}, "fields": "' + b"a" * 4000 + b'"}'
+        declared = await running.http.post(
+            "/v1/enrich", content=big, headers={**headers, "Content-Type": "application/json"}
+        )
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            for start in range(0, len(big), 1000):
+                yield big[start : start + 1000]
+
+        chunked = await running.http.post(
+            "/v1/enrich", content=chunks(), headers={**headers, "Content-Type": "application/json"}
+        )
+        for response in (declared, chunked):
+            assert response.status_code == 413, response.text
+            assert response.json()["error"] == "payload_too_large"
+
+    async def test_an_unexpected_failure_is_a_json_500_and_the_next_request_is_served(
+        self, running: RunningApp
+    ) -> None:
+        headers = await token(running, "profiles:read")
+        request = {"identifiers": {"email": "jane@example.com"}}
+        await running.http.post("/v1/enrich", json=request, headers=headers)
+        cache = running.runtime.enrich_cache
+        inner = cache.l1_hit
+        failures = [RuntimeError("a bug")]
+
+        def failing_once(*args):  # type: ignore[no-untyped-def]
+            if failures:
+                raise failures.pop()
+            return inner(*args)
+
+        cache.l1_hit = failing_once  # type: ignore[method-assign]
+        broken = await running.http.post("/v1/enrich", json=request, headers=headers)
+        assert broken.status_code == 500
+        assert broken.json()["error"] == "internal_error"
+        assert "a bug" not in broken.text
+        assert broken.headers["x-request-id"]
+        again = await running.http.post("/v1/enrich", json=request, headers=headers)
+        assert again.status_code == 200

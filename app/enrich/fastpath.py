@@ -124,57 +124,50 @@ class EnrichFastPath:
         if forwarded:
             access.forward(scope, forwarded)
         id_header = (b"x-request-id", request_id.encode("latin-1"))
-        status, level = 200, None
+        status: int = 200
+        level: str | None = None  # where the answer came from, for the access line
+        answered = False
         try:
-            status, level = await self._serve(
-                runtime, scope, send, principal, parsed, accept_encoding, request_id, id_header
-            )
+            keys, selection = parsed
+            # The allowlist and the rate limit; a request that fell through above meets them
+            # in the route (require_scope), so none is counted twice.
+            scope[CLIENT_ID_KEY] = client_id = principal.client_id
+            client = scope.get("client")
+            verdict = runtime.ops.guard.admit(client_id, client[0] if client else None)
+            if verdict is not None:
+                if verdict is PENDING:
+                    verdict = await runtime.ops.guard.admit_later(client_id)
+                if isinstance(verdict, AppError):
+                    status = verdict.status_code
+                    await _send_error(send, verdict, id_header)
+                    return
+            cache = runtime.enrich_cache
+            answer = cache.l1_hit(keys, selection)
+            served_from = "hit"
+            if answer is None:
+                token = request_id_var.set(request_id)  # for what the cache may log
+                try:
+                    answer, served_from = await cache.answer(keys, selection)
+                except ServiceUnavailableError as exc:
+                    status = exc.status_code
+                    await _send_error(send, exc, id_header)
+                    return
+                finally:
+                    request_id_var.reset(token)
+            level = served_from
+            start, message = _response(answer, served_from, accept_encoding, id_header)
+            answered = True
+            await send(start)
+            await send(message)
         except Exception:
             log.exception("enrich.fast_path_failed")
-            status = 500
+            status, level = 500, None
+            if answered:
+                raise  # too late for an error answer: the server closes the connection
             await _send_error(send, InternalError(), id_header)
         finally:
             if access.recording:
                 access.record(scope, request_id, PATH, status, started, level)
-
-    async def _serve(
-        self,
-        runtime: Runtime,
-        scope: Scope,
-        send: Send,
-        principal: Principal,
-        parsed: tuple[tuple[Key, ...], Selection],
-        accept_encoding: bytes,
-        request_id: str,
-        id_header: tuple[bytes, bytes],
-    ) -> tuple[int, str | None]:
-        """Answer; the status and cache level, for the access line."""
-        keys, selection = parsed
-        # The allowlist and the rate limit; a request that fell through above meets them in
-        # the route (require_scope), so none is counted twice.
-        scope[CLIENT_ID_KEY] = client_id = principal.client_id
-        client = scope.get("client")
-        verdict = runtime.ops.guard.admit(client_id, client[0] if client else None)
-        if verdict is not None:
-            if verdict is PENDING:
-                verdict = await runtime.ops.guard.admit_later(client_id)
-            if isinstance(verdict, AppError):
-                await _send_error(send, verdict, id_header)
-                return verdict.status_code, None
-        cache = runtime.enrich_cache
-        answer = cache.l1_hit(keys, selection)
-        level = "hit"
-        if answer is None:
-            token = request_id_var.set(request_id)  # for what the cache may log
-            try:
-                answer, level = await cache.answer(keys, selection)
-            except ServiceUnavailableError as exc:
-                await _send_error(send, exc, id_header)
-                return exc.status_code, None
-            finally:
-                request_id_var.reset(token)
-        await _send(send, answer, level, accept_encoding, id_header)
-        return 200, level
 
     @staticmethod
     def _parse(
@@ -283,16 +276,19 @@ def _from_query(query_string: bytes) -> tuple[dict[str, Any], Any] | None:
     return identifiers, ",".join(fields) if fields else None
 
 
-async def _send(
-    send: Send, body: bytes, level: str, accept_encoding: bytes, id_header: tuple[bytes, bytes]
-) -> None:
+def _response(
+    body: bytes, level: str, accept_encoding: bytes, id_header: tuple[bytes, bytes]
+) -> tuple[Message, Message]:
+    """The two ASGI messages of an answer."""
     headers = [*_BASE_HEADERS, _X_CACHE[level], id_header]
     if len(body) > GZIP_MIN_BYTES and accept_encoding and accepts_gzip(accept_encoding.decode()):
         body = gzip.compress(body, compresslevel=5)
         headers.append((b"content-encoding", b"gzip"))
     headers.append((b"content-length", b"%d" % len(body)))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return (
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
 
 
 async def _send_error(send: Send, exc: AppError, id_header: tuple[bytes, bytes]) -> None:

@@ -278,8 +278,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         if r.name.startswith("bare ASGI") and "stock" not in r.name
     }
     print(
-        f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, 1 uvicorn worker (uvloop, httptools, one write"
-        " per response),"
+        f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, 1 uvicorn worker"
+        " (uvloop, httptools, one write per response),"
         f" {args.profiles:,} profiles, PostgreSQL + Redis\n"
     )
     print("| scenario | connections | rps | x bare | p50 ms | p99 ms | errors |")

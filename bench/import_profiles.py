@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def show(label: str, report: ImportReport, cpu: CpuMeter) -> None:
         f"({report.created:,} created, {report.updated:,} updated, "
         f"{report.unchanged:,} unchanged, {report.failed:,} failed)\n"
         f"  CPU per profile: importer {cpu.python / rows * 1e6:.0f} us, "
+        f"reader process {cpu.children / rows * 1e6:.0f} us, "
         f"PostgreSQL backend {cpu.backend / rows * 1e6:.0f} us; "
         f"load average before {cpu.load_before:.2f}"
     )
@@ -41,6 +43,11 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class CpuMeter:
@@ -53,6 +60,7 @@ class CpuMeter:
     def __init__(self, database: str) -> None:
         self.database = database
         self.python = 0.0
+        self.children = 0.0  # the reader process (counted once it has been waited for)
         self.backend = 0.0
         self.load_before = os.getloadavg()[0]
         self._seen: dict[int, float] = {}
@@ -62,6 +70,7 @@ class CpuMeter:
 
     async def __aenter__(self) -> CpuMeter:
         self._start = time.process_time()
+        self._children_start = children_cpu()
         self._connection = await asyncpg.connect(pg_url(self.database))
         self._task = asyncio.create_task(self._sample())
         return self
@@ -89,6 +98,7 @@ class CpuMeter:
         await asyncio.gather(self._task, return_exceptions=True)
         await self._connection.close()
         self.python = time.process_time() - self._start
+        self.children = children_cpu() - self._children_start
         # A backend first seen mid-load misses its first 0.2 s at most.
         self.backend = sum(self._last[pid] - self._seen[pid] for pid in self._seen)
 

@@ -18,7 +18,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -61,8 +61,14 @@ class Target:
     profile_id: uuid.UUID
     is_new: bool
     content: PreparedProfile
-    columns: dict[str, Any]
+    # The event metrics of every record for this profile, merged; None: the content's own.
+    merged: dict[str, Any] | None = None
     new_keys: list[Key] = field(default_factory=list)
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        # Read lazily: an encoded record rebuilds its columns from text only when asked.
+        return self.merged if self.merged is not None else self.content.columns
 
     @property
     def final(self) -> PreparedProfile:
@@ -136,16 +142,62 @@ async def upsert_documents(
     return await upsert_prepared(session, items)
 
 
+class SeenKeys:
+    """The keys one import has written so far, when identifiers was empty at its start.
+
+    Then a key this import has not seen is unowned: in the initial load (app/ingest/initial.py)
+    nobody else can write identifiers, and otherwise the unique index catches another writer,
+    after which the batch starts over with every key looked up, and so does the rest of the
+    import. So a batch looks up only the keys it may have written before (an in-file repeat),
+    which for an initial load is almost none, instead of every key. Only the keys' hashes are
+    kept (set operations in C, about 60 bytes a key); a shared hash only costs a lookup. Past
+    LIMIT keys every key is looked up again.
+    """
+
+    LIMIT = 5_000_000
+
+    def __init__(self) -> None:
+        self.hashes: set[int] = set()
+        self.active = True
+
+    def may_have(self, keys: set[Key]) -> list[Key]:
+        """The keys of ``keys`` this import may have written."""
+        hashes = set(map(hash, keys))
+        if hashes.isdisjoint(self.hashes):
+            self.hashes |= hashes
+        else:
+            hits = hashes & self.hashes
+            self.hashes |= hashes
+            return [key for key in keys if hash(key) in hits]
+        if len(self.hashes) > self.LIMIT:
+            self.active = False
+            self.hashes = set()
+        return []
+
+
 async def upsert_prepared(
-    session: AsyncSession, items: Sequence[tuple[int, PreparedProfile | str]]
+    session: AsyncSession,
+    items: Sequence[tuple[int, PreparedProfile | str]],
+    *,
+    seen: SeenKeys | None = None,
+    before_lookup: Callable[[], Awaitable[None]] | None = None,
 ) -> BulkResult:
-    """Upsert prepared records; a string in place of a record is that record's error."""
+    """Upsert prepared records; a string in place of a record is that record's error.
+
+    ``seen``: look up only the keys it may hold (see SeenKeys); the importer passes it for a
+    load into tables that held no identifiers when it started. ``before_lookup`` runs before
+    any key is looked up (the initial load rebuilds the identifiers' indexes there).
+    """
     failures = [RecordOutcome(i, "failed", item) for i, item in items if isinstance(item, str)]
     records = [(i, item) for i, item in items if not isinstance(item, str)]
     store = await _store(session)
     for attempt in range(ATTEMPTS):
+        # After a conflict, someone else writes identifiers: look every key up from now on.
+        if seen is not None and attempt:
+            seen.active = False
+        known = seen if seen is not None and seen.active else None
         try:
-            plan, changed, keys = await _attempt(session, store, records)
+            plan, changed, keys = await _attempt(session, store, records, known, before_lookup)
             break
         except Retry as exc:
             if attempt == ATTEMPTS - 1:
@@ -167,11 +219,15 @@ async def _store(session: AsyncSession) -> Store:
 
 
 async def _attempt(
-    session: AsyncSession, store: Store, records: Sequence[tuple[int, PreparedProfile]]
+    session: AsyncSession,
+    store: Store,
+    records: Sequence[tuple[int, PreparedProfile]],
+    seen: SeenKeys | None,
+    before_lookup: Callable[[], Awaitable[None]] | None,
 ) -> tuple[Plan, set[uuid.UUID], list[Key]]:
     is_pg = session.get_bind().dialect.name == "postgresql"
     if not is_pg:
-        return await _run(store, records)
+        return await _run(store, records, seen, before_lookup)
     from app.ingest.store_pg import RETRYABLE
 
     try:
@@ -180,16 +236,22 @@ async def _attempt(
             # the store's statements bypass SQLAlchemy, so ask before they run.
             await session.connection()
             store.check_transaction()
-            return await _run(store, records)
+            return await _run(store, records, seen, before_lookup)
     except RETRYABLE as exc:
         raise Retry from exc
 
 
 async def _run(
-    store: Store, records: Sequence[tuple[int, PreparedProfile]]
+    store: Store,
+    records: Sequence[tuple[int, PreparedProfile]],
+    seen: SeenKeys | None,
+    before_lookup: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Plan, set[uuid.UUID], list[Key]]:
     # Sorted, so the index is walked in order rather than at random.
-    wanted = sorted({key for _, record in records for key in record.keys})
+    every = {key for _, record in records for key in record.keys}
+    wanted = sorted(every if seen is None else seen.may_have(every))
+    if wanted and before_lookup is not None:
+        await before_lookup()
     lookup = asyncio.ensure_future(store.owners(wanted)) if wanted else None
     if lookup is not None:
         await asyncio.sleep(0)  # the query is on its way; serialize while the server works
@@ -233,13 +295,18 @@ def make_plan(records: Sequence[tuple[int, PreparedProfile]], owners: dict[Key, 
         target = plan.targets.get(found[0]) if found else None
         creates = False
         if target is None:
-            profile_id = found[0] if found else new_profile_id()
+            if found:
+                profile_id = found[0]
+            else:
+                # The reader process may have picked the id (and written the rows with it).
+                profile_id = getattr(record, "candidate", None) or new_profile_id()
             creates = not found
-            target = Target(profile_id, creates, record, dict(record.columns))
+            # Shared with the record until a second record lands on this profile.
+            target = Target(profile_id, creates, record)
             plan.targets[profile_id] = target
         else:
+            target.merged = {**target.columns, **record.columns}
             target.content = record
-            target.columns.update(record.columns)
         for key in record.keys:
             if key not in owner_of:
                 owner_of[key] = target.profile_id

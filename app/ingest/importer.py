@@ -1,9 +1,12 @@
 """``enrich import``: stream a file through the bulk engine, one transaction per batch.
 
-A thread reads and prepares the next batch while the database writes the current one, so
-parsing and PostgreSQL work side by side on two cores. Every batch commits on its own and then
-drops the cached enrich answers of the profiles it changed. A bad line fails alone; it is
-reported with its line number and the rest of the file still loads. Running the same file
+A thread (or, for a large file, a process) reads and prepares the next batch while the
+database writes the current one, so parsing and PostgreSQL work side by side on two cores.
+Every batch commits on its own and then drops the cached enrich answers of the profiles it
+changed; the exception is an initial load into an empty identifiers table on PostgreSQL, which
+runs in one transaction and builds the identifiers' indexes at the end (app/ingest/initial.py).
+A bad line fails alone; it is reported with its line number and the rest of the file still
+loads. Running the same file
 again changes nothing (every record comes back "unchanged").
 """
 
@@ -19,9 +22,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import text
+
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.ingest.bulk import BulkResult, upsert_prepared
+from app.ingest.initial import InitialLoad
 from app.ingest.parallel import ProcessReader, decode
 from app.ingest.readers import (
     CountingReader,
@@ -158,21 +164,40 @@ async def import_file(
         next_batch = _from_thread(Reader(batches(path, chosen, region, source, batch_size)))
     report = ImportReport()
     started = time.perf_counter()
+    initial = None if settings.is_sqlite else await InitialLoad.start(sessions)
     # Many small objects live briefly here; the cyclic GC would keep rescanning them.
     gc_was_enabled = gc.isenabled()
     gc.disable()
+
+    async def load(items: list[Item]) -> BulkResult:
+        if initial is not None:
+            return await initial.load(items)
+        async with sessions() as session:
+            if not settings.is_sqlite:
+                # The import reports only after its last commit, and a crash mid-file is
+                # recovered by running it again (it is idempotent), so a commit need not
+                # wait for its WAL flush.
+                await session.execute(text("SET LOCAL synchronous_commit = off"))
+            result = await upsert_prepared(session, items)
+            await session.commit()
+        return result
+
     try:
         while (batch := await anext(next_batch)) is not None:
-            async with sessions() as session:
-                result = await upsert_prepared(session, batch.items)
-                await session.commit()
+            result = await load(batch.items)
             report.add(result)
             report.seconds = time.perf_counter() - started
+            # In the initial load the batch is not committed yet; its readers wait on the lock.
             if invalidate is not None and result.changed_keys:
                 await invalidate(result.changed_keys)
             if progress is not None:
                 progress(report.rows, batch.position)
+        if initial is not None:
+            await initial.commit()
+            initial = None
     finally:
+        if initial is not None:
+            await initial.abandon()
         await next_batch.aclose()
         if gc_was_enabled:
             gc.enable()
@@ -201,17 +226,26 @@ async def _from_thread(reader: Reader) -> AsyncGenerator[Batch | None, None]:
         sys.setswitchinterval(switch_interval)
 
 
+def _received(reader: ProcessReader) -> Iterator[Batch]:
+    """The reader process's batches, decoded (runs in the Reader thread).
+
+    Decoding here, a batch ahead, keeps it off the event loop: it happens while the loop waits
+    for PostgreSQL to take the previous batch.
+    """
+    while True:
+        kind, payload, position = reader.receive()
+        if kind == "batch":
+            yield Batch(decode(payload), position)
+        elif kind == "end":
+            return
+        else:
+            raise ImportFileError(payload.decode())
+
+
 async def _from_process(reader: ProcessReader) -> AsyncGenerator[Batch | None, None]:
     try:
-        while True:
-            kind, payload, position = await asyncio.to_thread(reader.receive)
-            if kind == "batch":
-                yield Batch(decode(payload), position)
-            elif kind == "end":
-                yield None
-                return
-            else:
-                raise ImportFileError(payload.decode())
+        async for batch in _from_thread(Reader(_received(reader))):
+            yield batch
     finally:
         await asyncio.to_thread(reader.close)
 

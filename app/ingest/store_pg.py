@@ -51,6 +51,7 @@ PROFILE_COLUMNS = (
 )
 
 IDENTIFIER_COLUMNS = ("type", "value", "profile_id")
+EVENT_COLUMNS = ("order_count", "lifetime_value", "last_order_at", "last_event_at")
 
 OWNERS = """
 SELECT i.type, i.value, i.profile_id
@@ -163,12 +164,18 @@ class PgStore:
         """Turn the records' content into JSON text (run while a lookup is in flight)."""
         from app.ingest.parallel import EncodedProfile
 
+        # Encoded records carry their text; it is read back only for the few that need it.
         self.texts = {
-            id(record): record.texts if isinstance(record, EncodedProfile) else texts_of(record)
+            id(record): texts_of(record)
             for _, record in records
+            if not isinstance(record, EncodedProfile)
         }
 
     def _texts(self, content: PreparedProfile) -> Texts:
+        from app.ingest.parallel import EncodedProfile
+
+        if isinstance(content, EncodedProfile):
+            return content.texts
         found = self.texts.get(id(content))
         return found if found is not None else texts_of(content)
 
@@ -187,11 +194,21 @@ class PgStore:
 
         Each statement's input is built while the previous statement runs on the server.
         """
+        from app.ingest.parallel import EncodedProfile
+
         now = utcnow().isoformat()
         created = plan.created
         pending = None
+        tail = f"\t{now}\t{now}\t1\n"
         if created:
-            rows = "".join([self._profile_line(t, now) for t in created]).encode()
+            rows = "".join(
+                [
+                    c.row + tail
+                    if type(c := t.content) is EncodedProfile and c.candidate == t.profile_id
+                    else self._profile_line(t, now)
+                    for t in created
+                ]
+            ).encode()
             # A memoryview: asyncpg would take bytes for a file name.
             pending = asyncio.ensure_future(
                 self.pg.copy_to_table("profiles", source=memoryview(rows), columns=PROFILE_COLUMNS)
@@ -200,9 +217,19 @@ class PgStore:
         # Sorted keys touch the index in order and keep concurrent loads from deadlocking.
         lines: list[str] = []
         for target in plan.targets.values():
-            if target.new_keys:
-                tail = f"\t{target.profile_id}\n"
-                lines.extend(f"{field(t)}\t{field(v)}{tail}" for t, v in target.new_keys)
+            new_keys = target.new_keys
+            if not new_keys:
+                continue
+            content = target.content
+            if (
+                type(content) is EncodedProfile
+                and content.candidate == target.profile_id
+                and len(new_keys) == len(content.key_lines)
+            ):
+                lines.extend(content.key_lines)  # every key of the record that created it
+            else:
+                owner = f"\t{target.profile_id}\n"
+                lines.extend(f"{field(t)}\t{field(v)}{owner}" for t, v in new_keys)
         lines.sort()
         if pending is not None:
             await pending

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Identifier, Profile
+from app.models import Event, Identifier, Profile
 from app.models.base import utcnow
 from app.profiles.identity import Key
 
@@ -124,9 +124,17 @@ class ProfileRepository:
         )
 
     async def delete(self, profile_id: uuid.UUID) -> None:
-        """Erase the profile; identifiers and events go with it (ON DELETE CASCADE)."""
-        await self.session.execute(
-            delete(Profile)
-            .where(Profile.id == profile_id)
-            .execution_options(synchronize_session=False)
-        )
+        """Erase the profile, its identifiers and its events (in the caller's transaction).
+
+        Identifiers have no foreign key to cascade along (it slowed bulk imports), so they are
+        deleted here. The profile goes first: its row lock makes a bulk import that is about to
+        add identifiers to it wait, then find it gone and start its batch over, and an import
+        that got there first has committed its identifiers before this delete reads them.
+        Events still cascade; deleting them here too keeps erasure independent of that.
+        """
+        for statement in (
+            delete(Profile).where(Profile.id == profile_id),
+            delete(Identifier).where(Identifier.profile_id == profile_id),
+            delete(Event).where(Event.profile_id == profile_id),
+        ):
+            await self.session.execute(statement.execution_options(synchronize_session=False))

@@ -1,0 +1,244 @@
+"""Loads into empty tables (the fast route) and erasure without a foreign key to cascade along."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import create_engine, create_sessionmaker
+from app.ingest import importer
+from app.ingest.bulk import SeenKeys, upsert_documents, upsert_prepared
+from app.ingest.fast import prepare_raw
+from app.models import Event, Identifier, Profile
+from app.profiles.repository import ProfileRepository
+from app.profiles.schemas import ProfileDocument
+from tests.conftest import Backend, run_sync
+from tests.fixtures.databases import truncate_all
+from tests.ingest.helpers import stored_profiles
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def person(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "identifiers": {"email": f"p{i}@example.com", "crm_id": f"C-{i}"},
+        "traits": {"n": i},
+        "metrics": {"order_count": i, "last_order_at": "2026-10-01T12:00:00Z"},
+        **extra,
+    }
+
+
+def named(profiles: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
+    (name,) = [n for n in profiles if key in n.split()]
+    return profiles[name]
+
+
+@pytest.fixture
+def pg_sessions(pg_url: str) -> Iterator[Sessions]:
+    """PostgreSQL only: the fast route's fallback rests on PostgreSQL's unique-index check."""
+    engine = create_engine(Backend("postgres", pg_url, None, "").settings())
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        run_sync(engine.dispose())
+        run_sync(truncate_all(pg_url))
+
+
+class TestInitialLoad:
+    async def test_in_file_repeats_across_batches_land_on_one_profile(
+        self,
+        backend: Backend,
+        sessions: Sessions,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # On PostgreSQL: the reader process and the empty-table route; batches of 3 records.
+        monkeypatch.setattr(importer, "PROCESS_READER_BYTES", 0)
+        records = [person(i) for i in range(10)]
+        # Line 6 comes back for person 1 (a batch later): new traits and a new key, and it names
+        # only lifetime_value, so person 1's order_count stays.
+        records[5] = {
+            "identifiers": {"email": "p1@example.com", "phone": "+14155550100"},
+            "traits": {"n": 100},
+            "metrics": {"lifetime_value": 9.5},
+        }
+        # Line 9 names identifiers of two stored profiles.
+        records[8] = {"identifiers": {"email": "p2@example.com", "crm_id": "C-3"}}
+        path = tmp_path / "people.ndjson"
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+        first = await importer.import_file(path, backend.settings(), batch_size=3)
+        after_first = await stored_profiles(sessions)
+        again = await importer.import_file(path, backend.settings(), batch_size=3)
+        after_again = await stored_profiles(sessions)
+
+        assert (first.created, first.updated, first.failed) == (8, 1, 1)
+        assert first.errors == [(9, "identifier crm_id 'C-3' belongs to another profile")]
+        p1 = named(after_first, "phone:+14155550100")
+        assert named(after_first, "crm_id:C-1") == p1  # one profile holds both lines' keys
+        assert (p1["traits"], p1["order_count"], p1["lifetime_value"]) == (
+            {"n": 100},
+            1,
+            Decimal("9.5000"),
+        )
+        assert len(after_first) == 8
+        assert again.created == 0
+        assert {name: p["traits"] for name, p in after_again.items()} == {
+            name: p["traits"] for name, p in after_first.items()
+        }
+
+    async def test_a_load_into_tables_with_data_updates_them(
+        self,
+        backend: Backend,
+        sessions: Sessions,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(importer, "PROCESS_READER_BYTES", 0)
+        async with sessions() as session:
+            await upsert_documents(
+                session, [(0, ProfileDocument.model_validate(person(1)))], region="US"
+            )
+            await session.commit()
+        path = tmp_path / "people.ndjson"
+        path.write_bytes(b"".join(orjson.dumps(person(i, source="crm")) + b"\n" for i in range(3)))
+
+        report = await importer.import_file(path, backend.settings(), batch_size=2)
+
+        assert (report.created, report.updated, report.unchanged) == (2, 1, 0)
+        stored = await stored_profiles(sessions)
+        assert len(stored) == 3
+        updated = named(stored, "email:p1@example.com")
+        assert (updated["source"], updated["version"]) == ("crm", 2)
+        assert updated["last_order_at"].isoformat()[:19] == "2026-10-01T12:00:00"
+
+    async def test_a_key_written_by_someone_else_meanwhile_is_updated_not_duplicated(
+        self, pg_sessions: Sessions
+    ) -> None:
+        seen = SeenKeys()  # the import found no identifiers when it started...
+        async with pg_sessions() as session:  # ...then another writer stored person 1
+            await upsert_documents(
+                session, [(0, ProfileDocument.model_validate(person(1)))], region="US"
+            )
+            await session.commit()
+        items = [
+            (1, prepare_raw(person(1, traits={"n": 42}), "US")),
+            (2, prepare_raw(person(2), "US")),
+        ]
+
+        async with pg_sessions() as session:
+            result = await upsert_prepared(session, items, seen=seen)
+            await session.commit()
+
+        assert [o.status for o in result.results] == ["updated", "created"]
+        assert not seen.active  # every later batch looks its keys up
+        stored = await stored_profiles(pg_sessions)
+        assert len(stored) == 2
+        assert named(stored, "email:p1@example.com")["traits"] == {"n": 42}
+
+
+class TestInitialLoadIndexes:
+    async def test_the_identifier_indexes_are_back_after_an_initial_load(
+        self, pg_url: str, pg_sessions: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(importer, "PROCESS_READER_BYTES", 0)
+        path = tmp_path / "people.ndjson"
+        path.write_bytes(b"".join(orjson.dumps(person(i)) + b"\n" for i in range(20)))
+        settings = Backend("postgres", pg_url, None, "").settings()
+
+        report = await importer.import_file(path, settings, batch_size=6)
+
+        assert report.created == 20
+        async with pg_sessions() as session:
+            indexes = set(
+                await session.scalars(
+                    text("SELECT indexname FROM pg_indexes WHERE tablename = 'identifiers'")
+                )
+            )
+            assert indexes == {"pk_identifiers", "ix_identifiers_profile_id"}
+            with pytest.raises(IntegrityError):  # the primary key refuses a second owner again
+                await session.execute(
+                    text(
+                        "INSERT INTO identifiers (type, value, profile_id) "
+                        "VALUES ('crm_id', 'C-1', gen_random_uuid())"
+                    )
+                )
+
+    async def test_a_failed_initial_load_leaves_the_table_as_it_was(
+        self, pg_url: str, pg_sessions: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(importer, "PROCESS_READER_BYTES", 0)
+        path = tmp_path / "people.ndjson"
+        path.write_bytes(b"".join(orjson.dumps(person(i)) + b"\n" for i in range(20)))
+        settings = Backend("postgres", pg_url, None, "").settings()
+
+        def stop(rows: int, _position: int) -> None:
+            if rows >= 12:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            await importer.import_file(path, settings, batch_size=6, progress=stop)
+        async with pg_sessions() as session:
+            left = await session.scalar(select(func.count()).select_from(Identifier))
+            indexes = set(
+                await session.scalars(
+                    text("SELECT indexname FROM pg_indexes WHERE tablename = 'identifiers'")
+                )
+            )
+        again = await importer.import_file(path, settings, batch_size=6)
+
+        assert left == 0  # one transaction: the batches already written went back too
+        assert indexes == {"pk_identifiers", "ix_identifiers_profile_id"}
+        assert again.created == 20
+
+
+class TestErasure:
+    async def test_erasing_a_profile_removes_its_identifiers_and_events(
+        self, sessions: Sessions
+    ) -> None:
+        async with sessions() as session:
+            await upsert_documents(
+                session,
+                [(i, ProfileDocument.model_validate(person(i))) for i in range(2)],
+                region="US",
+            )
+            owner = await session.scalar(
+                select(Identifier.profile_id).where(Identifier.value == "p0@example.com")
+            )
+            assert owner is not None
+            session.add(
+                Event(
+                    event_id=str(uuid.uuid4()),
+                    profile_id=owner,
+                    type="purchase",
+                    occurred_at=datetime.now(UTC),
+                    data={},
+                )
+            )
+            await session.commit()
+
+        async with sessions() as session:
+            await ProfileRepository(session).delete(owner)
+            await session.commit()
+
+        async with sessions() as session:
+            left = {
+                table.__name__: await session.scalar(select(func.count()).select_from(table))
+                for table in (Profile, Identifier, Event)
+            }
+            orphans = await session.scalar(
+                select(func.count()).select_from(Identifier).where(Identifier.profile_id == owner)
+            )
+        # The other profile keeps its three identifiers (email, its hash, crm_id).
+        assert left == {"Profile": 1, "Identifier": 3, "Event": 0}
+        assert orphans == 0

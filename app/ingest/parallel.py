@@ -19,16 +19,16 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from app.ingest.readers import Format, ImportFileError, Item
 from app.ingest.store_pg import (
     EVENT_COLUMNS,
     NULL,
-    SPECIAL,
     Texts,
     field,
     json_field,
+    plain,
     texts_of,
 )
 from app.profiles.documents import PreparedProfile
@@ -156,7 +156,7 @@ def _encode(items: list[Item]) -> bytes:
             escaped = escaped_types.get(t)
             if escaped is None:
                 escaped = escaped_types[t] = field(t)
-            value = v if SPECIAL.isdisjoint(v) else field(v)
+            value = v if plain(v) else field(v)
             key_lines.append(f"{escaped}\t{value}\t{pid}\n")
         candidate = int(pid.replace("-", ""), 16)
         append((line, tuple(keys), source, tuple(columns), candidate, row, tuple(key_lines)))
@@ -186,19 +186,38 @@ def decode(payload: bytes) -> list[Item]:
     return items
 
 
-def _send(out: BinaryIO, kind: str, payload: bytes, position: int) -> None:
+def _send(fd: int, kind: str, payload: bytes, position: int) -> None:
     frame = pickle.dumps((kind, payload, position), protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(len(frame).to_bytes(8, "big"))
-    out.write(frame)
-    out.flush()
+    _write_all(fd, len(frame).to_bytes(8, "big") + frame)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of it is out: a pipe write that a signal interrupts (a stopped
+    and continued process, a profiler attaching) returns having written only part."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``, or fewer only at the end of the stream."""
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def main(argv: list[str]) -> None:
     """The reader process: framed (kind, payload, position) messages on standard output."""
     from app.ingest.importer import batches
 
-    path, file_format, region, source, size = argv
-    out = sys.stdout.buffer
+    path, file_format, region, source, size, fd = argv
+    # Frames go to a pipe of their own: nothing else the process prints can land among them.
+    out = int(fd)
     # Every object here is short-lived and acyclic; the cyclic GC would only rescan them.
     gc.disable()
     chosen: Format = "csv" if file_format == "csv" else "ndjson"
@@ -220,17 +239,28 @@ class ProcessReader:
     def __init__(
         self, path: Path, file_format: Format, region: str, source: str | None, size: int
     ) -> None:
+        read_end, write_end = os.pipe()
         command = [sys.executable, "-m", "app.ingest.parallel"]
-        command += [str(path), file_format, region, source or "", str(size)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        assert self.process.stdout is not None
-        self._out = self.process.stdout
+        command += [str(path), file_format, region, source or "", str(size), str(write_end)]
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, pass_fds=(write_end,)
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)  # the child holds it; the stream ends when the child does
+        self._in = read_end
 
     def receive(self) -> tuple[str, bytes, int]:
-        head = self._out.read(8)
+        head = _read_exactly(self._in, 8)
         if len(head) < 8:
             return ("fatal", b"the reader process stopped", 0)
-        frame = self._out.read(int.from_bytes(head, "big"))
+        size = int.from_bytes(head, "big")
+        frame = _read_exactly(self._in, size)
+        if len(frame) < size:
+            return ("fatal", b"the reader process stopped", 0)
         message: tuple[str, bytes, int] = pickle.loads(frame)
         return message
 
@@ -238,7 +268,9 @@ class ProcessReader:
         if self.process.poll() is None:
             self.process.terminate()
         self.process.wait(timeout=10)
-        self._out.close()
+        if self._in >= 0:
+            os.close(self._in)
+            self._in = -1
 
 
 if __name__ == "__main__":

@@ -105,7 +105,6 @@ RETURNING p.id
 
 
 ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-SPECIAL = frozenset("\\\t\n\r")
 NULL = "\\N"
 
 Texts = tuple[str, str, str, str]  # traits, segments, metrics, recommendations as JSON
@@ -124,9 +123,17 @@ def texts_of(content: PreparedProfile) -> Texts:
     )
 
 
+def plain(value: str) -> bool:
+    """Whether ``value`` needs no escaping in COPY's text format (almost always).
+
+    Four substring searches in C; a set's ``isdisjoint(value)`` hashes every character and
+    was a tenth of the reader process's time on 64-digit email hashes."""
+    return not ("\\" in value or "\t" in value or "\n" in value or "\r" in value)
+
+
 def field(value: str) -> str:
     """A value in COPY's text format (backslash, tab, newline and return escaped)."""
-    return value.translate(ESCAPES) if not SPECIAL.isdisjoint(value) else value
+    return value if plain(value) else value.translate(ESCAPES)
 
 
 def json_field(text: str) -> str:

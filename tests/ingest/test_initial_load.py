@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -242,3 +246,49 @@ class TestErasure:
         # The other profile keeps its three identifiers (email, its hash, crm_id).
         assert left == {"Profile": 1, "Identifier": 3, "Event": 0}
         assert orphans == 0
+
+
+class TestReaderProcess:
+    @pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # it reads for PostgreSQL
+    async def test_a_reader_stopped_and_continued_mid_stream_loses_nothing(
+        self,
+        backend: Backend,
+        sessions: Sessions,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # A pipe write that a stop signal interrupts comes back having written only part of a
+        # frame (an operator's kill -STOP, a profiler attaching): the stream must stay whole.
+        monkeypatch.setattr(importer, "PROCESS_READER_BYTES", 0)
+        readers: list[subprocess.Popen[bytes]] = []
+
+        class Watched(importer.ProcessReader):
+            def __init__(self, *args: Any) -> None:
+                super().__init__(*args)
+                readers.append(self.process)
+
+        monkeypatch.setattr(importer, "ProcessReader", Watched)
+        path = tmp_path / "many.ndjson"
+        path.write_bytes(b"".join(orjson.dumps(person(i)) + b"\n" for i in range(20_000)))
+        done = threading.Event()
+
+        def stop_and_continue() -> None:
+            while not readers and not done.is_set():
+                time.sleep(0.001)
+            while readers and readers[0].poll() is None and not done.is_set():
+                readers[0].send_signal(signal.SIGSTOP)
+                time.sleep(0.002)
+                readers[0].send_signal(signal.SIGCONT)
+                time.sleep(0.005)
+
+        pest = threading.Thread(target=stop_and_continue)
+        pest.start()
+        try:
+            report = await importer.import_file(path, backend.settings(), batch_size=2_000)
+        finally:
+            done.set()
+            pest.join()
+            if readers and readers[0].poll() is None:
+                readers[0].send_signal(signal.SIGCONT)
+        assert (report.created, report.failed) == (20_000, 0)
+        assert len(await stored_profiles(sessions)) == 20_000

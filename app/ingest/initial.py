@@ -4,9 +4,10 @@ Keeping the identifiers' two indexes up to date row by row is most of the databa
 a large import (each key lands on a random page of the primary key); building them once at the
 end, from sorted input, costs a fraction of that. So when ``enrich import`` finds no identifier
 at all, it locks the table (ACCESS EXCLUSIVE: other writers and readers of identifiers wait
-until the load commits), drops both indexes, loads every batch in the one transaction and
-rebuilds the indexes before committing. A failure rolls everything back, indexes included;
-running the file again loads it (imports are idempotent).
+until the load commits; the lock is asked for only after an unlocked look found the table
+empty, and given up after LOCK_WAIT_SECONDS if someone holds it), drops both indexes, loads every
+batch in the one transaction and rebuilds the indexes before committing. A failure rolls
+everything back, indexes included; running the file again loads it (imports are idempotent).
 
 Without the indexes a key cannot be looked up, so batches look up only keys the file has
 written before (SeenKeys), and the first batch that needs one rebuilds the indexes right then;
@@ -16,6 +17,7 @@ the rest of the file loads as an ordinary import would, still in the one transac
 from __future__ import annotations
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.ingest.bulk import BulkResult, SeenKeys, upsert_prepared
@@ -24,6 +26,8 @@ from app.ingest.readers import Item
 # The names the migrations give them (migrations/versions/2026_11_28_1645-initial_schema.py).
 PRIMARY_KEY = "pk_identifiers"
 PROFILE_INDEX = "ix_identifiers_profile_id"
+EXISTS = text("SELECT EXISTS (SELECT 1 FROM identifiers)")
+LOCK_WAIT_SECONDS = 2  # how long the initial load waits for the table before giving up the route
 
 
 class InitialLoad:
@@ -41,8 +45,21 @@ class InitialLoad:
             # that running the file again would not restore.
             await session.execute(text("SET LOCAL synchronous_commit = off"))
             await session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
-            await session.execute(text("LOCK TABLE identifiers IN ACCESS EXCLUSIVE MODE"))
-            if await session.scalar(text("SELECT EXISTS (SELECT 1 FROM identifiers)")):
+            # Look before locking: an import into a database in use must not queue an
+            # exclusive lock, which every enrich lookup would then wait behind.
+            if await session.scalar(EXISTS):
+                await session.rollback()
+                await session.close()
+                return None
+            await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
+            try:
+                await session.execute(text("LOCK TABLE identifiers IN ACCESS EXCLUSIVE MODE"))
+            except DBAPIError:  # busy after all: load the ordinary way
+                await session.rollback()
+                await session.close()
+                return None
+            await session.execute(text("SET LOCAL lock_timeout = 0"))
+            if await session.scalar(EXISTS):  # written to between the look and the lock
                 await session.rollback()
                 await session.close()
                 return None

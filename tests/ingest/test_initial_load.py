@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import threading
@@ -13,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from sqlalchemy import func, select, text
@@ -20,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import create_engine, create_sessionmaker
-from app.ingest import importer
+from app.ingest import importer, initial
 from app.ingest.bulk import SeenKeys, upsert_documents, upsert_prepared
 from app.ingest.fast import prepare_raw
 from app.models import Event, Identifier, Profile
@@ -292,3 +294,32 @@ class TestReaderProcess:
                 readers[0].send_signal(signal.SIGCONT)
         assert (report.created, report.failed) == (20_000, 0)
         assert len(await stored_profiles(sessions)) == 20_000
+
+
+class TestInitialLoadLocking:
+    """The initial route locks identifiers exclusively; it must never queue behind a reader."""
+
+    @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+    @pytest.mark.parametrize("empty", [True, False], ids=["empty", "with-data"])
+    async def test_an_import_while_a_transaction_reads_identifiers_does_not_wait_on_it(
+        self, backend: Backend, sessions: Sessions, tmp_path: Path, empty: bool
+    ) -> None:
+        if not empty:
+            seed = tmp_path / "seed.ndjson"
+            seed.write_bytes(orjson.dumps(person(0)) + b"\n")
+            await importer.import_file(seed, backend.settings())
+        path = tmp_path / "people.ndjson"
+        path.write_bytes(b"".join(orjson.dumps(person(i)) + b"\n" for i in range(1, 50)))
+        reader = await asyncpg.connect(backend.database_url.replace("+asyncpg", ""))
+        try:
+            # A long read (an enrich lookup's lock) that ends only when the test says so.
+            transaction = reader.transaction()
+            await transaction.start()
+            await reader.execute("LOCK TABLE identifiers IN ACCESS SHARE MODE")
+            async with asyncio.timeout(initial.LOCK_WAIT_SECONDS + 8):
+                report = await importer.import_file(path, backend.settings())
+            await transaction.rollback()
+        finally:
+            await reader.close()
+        assert (report.created, report.failed) == (49, 0)
+        assert len(await stored_profiles(sessions)) == 50 - empty

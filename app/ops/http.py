@@ -6,10 +6,9 @@ write is a system call and a TCP segment of its own, and the client wakes up twi
 enrich answer of 1-2 KB served from memory that second write is a large part of the whole
 cost (see the README's Hot path section for the figures).
 
-Here a write is held back until the next one, which then sends both in one call: the head and
-body of an answer leave together, at once. A write nothing follows leaves at the end of the
-event-loop iteration it was made in. Closing or aborting the connection flushes (or drops)
-what is pending first, in order.
+Here the writes a response makes within one event-loop iteration are joined and handed to the
+socket once, at the end of that iteration. Nothing waits longer than the current iteration;
+closing or aborting the connection flushes (or drops) what is pending first, in order.
 """
 
 from __future__ import annotations
@@ -21,35 +20,27 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class CoalescingTransport:
-    """A transport that holds a write back until the next one, or the end of the iteration.
-
-    An answer is two writes in a row (head, then body): the second sends both at once, with
-    no wait. A write with no follower (a streamed response's head) leaves at the end of the
-    loop iteration it was made in.
-    """
+    """A transport whose writes within one loop iteration leave as one ``write``."""
 
     __slots__ = ("_loop", "_pending", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._pending: bytes | None = None
+        self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        pending = self._pending
-        if pending is None:
-            self._pending = bytes(data)
+        if self._pending is None:
+            self._pending = [data]
             self._loop.call_soon(self._flush)
         else:
-            self._pending = None
-            self._transport.write(pending + data)
+            self._pending.append(data)
 
     def _flush(self) -> None:
         pending = self._pending
-        if pending is not None:
-            self._pending = None
-            if not self._transport.is_closing():
-                self._transport.write(pending)
+        self._pending = None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
@@ -69,7 +60,8 @@ class CoalescingTransport:
 
     def get_write_buffer_size(self) -> int:
         pending = self._pending
-        return self._transport.get_write_buffer_size() + (len(pending) if pending else 0)
+        extra = sum(len(chunk) for chunk in pending) if pending else 0
+        return self._transport.get_write_buffer_size() + extra
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (is_closing, pause_reading, get_extra_info, ...) is the socket's.

@@ -87,8 +87,10 @@ async def ensure_demo_guest(url: str) -> None:
 class Server:
     def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
         self.port = port
+        # Nothing reads the server's output during a run: a pipe could fill and stall it.
+        self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -98,7 +100,9 @@ class Server:
             except httpx.HTTPError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"server on {port} did not start: {command}")
+        self.log.seek(0)
+        output = self.log.read().decode(errors="replace")[-4000:]
+        raise RuntimeError(f"server on {port} did not start: {command}\n{output}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -7,13 +7,18 @@ enrich answer of 1-2 KB served from memory that second write is a large part of 
 cost (see the README's Hot path section for the figures).
 
 Here the writes a response makes within one event-loop iteration are joined and handed to the
-socket once, at the end of that iteration. Nothing waits longer than the current iteration;
-closing or aborting the connection flushes (or drops) what is pending first, in order.
+socket once, at the end of that iteration: under load the answers of every request handled in
+an iteration leave back to back, their callers' next requests arrive together and are read in
+one wake-up (worth ~20 % of L1-hit throughput over writing each answer at once). When the
+server is handling just one request there is nothing to batch with, and the second write sends
+both parts at once. Nothing waits longer than the current iteration; closing or aborting the
+connection flushes (or drops) what is pending first, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sized
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -22,19 +27,29 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class CoalescingTransport:
     """A transport whose writes within one loop iteration leave as one ``write``."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_active", "_loop", "_pending", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, active: Sized
+    ) -> None:
         self._transport = transport
         self._loop = loop
+        self._active = active  # the requests the server is handling now
         self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        if self._pending is None:
+        pending = self._pending
+        if pending is None:
             self._pending = [data]
             self._loop.call_soon(self._flush)
+        elif len(self._active) > 1:
+            pending.append(data)
         else:
-            self._pending.append(data)
+            # The only request in the server: nothing to send alongside, so no reason to
+            # wait for the end of the iteration (it would cost a lone caller ~15 us).
+            self._pending = None
+            pending.append(data)
+            self._transport.write(b"".join(pending))
 
     def _flush(self) -> None:
         pending = self._pending
@@ -72,4 +87,5 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` writing through a ``CoalescingTransport``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        coalescing = CoalescingTransport(transport, self.loop, self.tasks)
+        super().connection_made(coalescing)  # type: ignore[arg-type]

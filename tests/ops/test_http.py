@@ -42,9 +42,12 @@ class RecordingTransport:
         return f"info:{name}"
 
 
-def wrap() -> tuple[CoalescingTransport, RecordingTransport]:
+def wrap(requests: int = 2) -> tuple[CoalescingTransport, RecordingTransport]:
+    """A transport under a server handling ``requests`` requests at the moment."""
     inner = RecordingTransport()
-    return CoalescingTransport(inner, asyncio.get_running_loop()), inner  # type: ignore[arg-type]
+    active = list(range(requests))
+    transport = CoalescingTransport(inner, asyncio.get_running_loop(), active)  # type: ignore[arg-type]
+    return transport, inner
 
 
 async def test_headers_and_body_written_together_leave_in_one_write() -> None:
@@ -54,6 +57,16 @@ async def test_headers_and_body_written_together_leave_in_one_write() -> None:
     assert inner.writes == []  # not before the end of this iteration
     await asyncio.sleep(0)
     assert inner.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+
+
+async def test_the_only_request_in_the_server_sends_both_parts_at_once() -> None:
+    transport, inner = wrap(requests=1)
+    transport.write(b"head")
+    assert inner.writes == []
+    transport.write(b"body")
+    assert inner.writes == [b"headbody"]  # nothing to batch with: no wait
+    await asyncio.sleep(0)
+    assert inner.writes == [b"headbody"]
 
 
 async def test_writes_in_later_iterations_follow_in_order() -> None:

@@ -44,6 +44,13 @@ class L1Cache:
             return None
         return entry
 
+    def fresh(self, key: object) -> Entry | None:
+        """The entry if it is still fresh (one clock reading: the hot path)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.fresh_until < time.monotonic():
+            return None  # a stale entry stays: get() finds it for a stale answer
+        return entry
+
     def put(self, key: object, body: bytes, deps: Iterable[Key], generation: int) -> None:
         """Store an answer computed while ``generation`` was current (else it may be stale)."""
         if generation != self.generation or self.max_entries <= 0:

@@ -132,10 +132,8 @@ class EnrichCache:
         """A fresh L1 answer, or None (the hot path: no await, no allocation on a hit)."""
         if not self.bus.listening:
             return None
-        entry = self.l1.get((keys, selection.key))
-        if entry is None or entry.fresh_until < time.monotonic():
-            return None
-        return entry.body
+        entry = self.l1.fresh((keys, selection.key))
+        return None if entry is None else entry.body
 
     async def answer(self, keys: Sequence[Key], selection: Selection) -> tuple[bytes, str]:
         """The answer bytes and where they came from: "hit", "miss" or "stale"."""

@@ -45,8 +45,11 @@ SCOPE = "profiles:read"
 REQUEST_MEMBERS = frozenset(("identifiers", "fields"))
 # Distinct request bodies whose parsed form is remembered (cleared when full).
 PARSED_MAX = 100_000
-_BASE_HEADERS = [(b"content-type", b"application/json"), (b"vary", b"Accept-Encoding")]
-_X_CACHE = {level: (b"x-cache", level.encode()) for level in ("hit", "miss", "stale")}
+_BASE_HEADERS = ((b"content-type", b"application/json"), (b"vary", b"Accept-Encoding"))
+# The headers every answer from a level starts with (built once).
+_HEADERS = {
+    level: (*_BASE_HEADERS, (b"x-cache", level.encode())) for level in ("hit", "miss", "stale")
+}
 
 
 class EnrichFastPath:
@@ -280,11 +283,16 @@ def _response(
     body: bytes, level: str, accept_encoding: bytes, id_header: tuple[bytes, bytes]
 ) -> tuple[Message, Message]:
     """The two ASGI messages of an answer."""
-    headers = [*_BASE_HEADERS, _X_CACHE[level], id_header]
     if len(body) > GZIP_MIN_BYTES and accept_encoding and accepts_gzip(accept_encoding.decode()):
         body = gzip.compress(body, compresslevel=5)
-        headers.append((b"content-encoding", b"gzip"))
-    headers.append((b"content-length", b"%d" % len(body)))
+        headers = [
+            *_HEADERS[level],
+            id_header,
+            (b"content-encoding", b"gzip"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+    else:
+        headers = [*_HEADERS[level], id_header, (b"content-length", b"%d" % len(body))]
     return (
         {"type": "http.response.start", "status": 200, "headers": headers},
         {"type": "http.response.body", "body": body},

@@ -83,8 +83,42 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+# How long an idle kept-alive connection stays open after the server is told to stop.
+IDLE_CLOSE_GRACE_SECONDS = 0.05
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` writing through a ``CoalescingTransport``."""
+    """``HttpToolsProtocol`` writing through a ``CoalescingTransport``, and closing idle
+    connections a moment after a shutdown begins rather than at once.
+
+    uvicorn closes a kept-alive connection that has no request in progress the moment it
+    shuts down. A request its client sent just before (still in the socket, not read yet)
+    is then lost with the connection, and the client sees it closed under it. Here such a
+    connection stays open for ``IDLE_CLOSE_GRACE_SECONDS`` (uvicorn waits 0.1 s after asking
+    its connections to shut down anyway): a request that arrives meanwhile is answered with
+    ``Connection: close``, then the connection closes.
+    """
+
+    _stopping = False
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        if self.cycle is None or self.cycle.response_complete:
+            self.loop.call_later(IDLE_CLOSE_GRACE_SECONDS, self._close_if_idle)
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            if not self.transport.is_closing():
+                self.transport.close()
+        else:
+            self.cycle.keep_alive = False  # a request came in: it closes when answered
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self._stopping and self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = CoalescingTransport(transport, self.loop, self.tasks)

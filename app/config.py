@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
     signing_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
     key_refresh_seconds: float = Field(default=5.0, gt=0)
-    revocation_poll_seconds: float = Field(default=0.5, gt=0, le=1.0)
+    revocation_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
     auth_max_failures_per_client: int = Field(default=10, ge=1)
     auth_max_failures_per_address: int = Field(default=50, ge=1)
     auth_failure_window_seconds: int = Field(default=60, ge=1)

@@ -24,7 +24,7 @@ from tests.auth.conftest import (
 )
 from tests.conftest import AppFactory, ClientMaker, OAuthClient, RunningApp
 
-# The promise is "within a second"; the poll runs every 0.5 s.
+# The promise is "within a second"; the poll runs every 0.25 s.
 PROMISE = 1.0
 DEADLINE = 1.5
 

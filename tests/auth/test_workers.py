@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,51 +21,11 @@ import httpx
 import pytest
 
 from tests.conftest import Backend, ClientMaker
+from tests.fixtures.service import children_of, free_port, socket_owner
 
 ENRICH = Path(sys.executable).with_name("enrich")
 PROTECTED = "/v1/enrich?email=nobody%40example.com"  # profiles:read
 STARTUP_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                # the command name may hold spaces; the parent pid comes after its ")"
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.add(int(entry.name))
-    return found
-
-
-def socket_owner(server_port: int, client_port: int, pids: set[int]) -> int | None:
-    """The process among ``pids`` holding the server end of one established connection."""
-    inode = None
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if (local_port, remote_port, fields[3]) == (server_port, client_port, "01"):
-                inode = fields[9]
-    if inode is None:
-        return None
-    target = f"socket:[{inode}]"
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) == target:
-                        return pid
-    return None
 
 
 @dataclass

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.fixtures.service import free_port
+
 BIN = Path(sys.executable).parent
 ENRICH = BIN / "enrich"
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,13 +30,6 @@ NODE_BIN = ROOT / "node_modules" / ".bin"
 ARTIFACTS = ROOT / "test-artifacts"
 DEMO_PROFILES = 200
 STARTUP_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def require(path: Path, install: str) -> Path:

@@ -82,9 +82,10 @@ class InvalidationBus:
         self.listening = True
 
     def _deaf(self) -> None:
+        # L1 is no longer answered from as fresh; its entries stay as the stale copies to serve
+        # (marked stale) should the database fail too, and go when Redis is heard again.
         self.listening = False
         self._missed = True
-        self.l1.clear()
 
     async def publish(self, keys: Iterable[Key], *, raise_errors: bool = False) -> None:
         """Drop ``keys`` here and in every other process, and wait until they have.

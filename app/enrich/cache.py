@@ -1,7 +1,8 @@
 """The two-level cache in front of enrich, with a deadline and stale answers under faults.
 
 - L1: each process keeps finished answers (bytes) per (identifiers, fields); a hit is a dict
-  lookup. It is on only while the process hears invalidations (see ``app/caching/bus.py``).
+  lookup. It answers only while the process hears invalidations (see ``app/caching/bus.py``);
+  otherwise its entries are kept as stale copies for when the database fails too.
 - L2: Redis keeps one entry per identifier key: the profile view it resolves to, with the
   answer for every field already rendered (what most requests ask for, served as it is), or a
   negative entry for an unknown identifier (short TTL). Entries carry a soft expiry; Redis
@@ -139,14 +140,12 @@ class EnrichCache:
         """The answer bytes and where they came from: "hit", "miss" or "stale"."""
         key_tuple = tuple(keys)
         l1_key = (key_tuple, selection.key)
-        stale_entry: Entry | None = None
         use_l1 = self.bus.listening
-        if use_l1:
-            entry = self.l1.get(l1_key)
-            if entry is not None:
-                if entry.fresh_until >= time.monotonic():
-                    return entry.body, "hit"
-                stale_entry = entry
+        # An entry this process cannot trust as fresh (past its TTL, or kept from before Redis
+        # went silent) is still the stale copy to serve if the database does not answer.
+        stale_entry: Entry | None = self.l1.get(l1_key)
+        if use_l1 and stale_entry is not None and stale_entry.fresh_until >= time.monotonic():
+            return stale_entry.body, "hit"
         generation = self.l1.generation
         found_in_l2: list[Resolution] = []
         try:
@@ -272,8 +271,13 @@ class EnrichCache:
         return resolution
 
     async def _fill_l2(self, resolution: Resolution) -> None:
-        """Store what the database said: the match, and a negative entry per key before it."""
-        if self.l2 is None or not self.breaker.allow():
+        """Store what the database said: the match, and a negative entry per key before it.
+
+        Only while the breaker is closed: the probe of a Redis that failed is a read, which
+        gives up on its own timeout, never a fill, which the answer (and every request
+        coalesced on it) would wait for.
+        """
+        if self.l2 is None or self.breaker.is_open:
             return
         if self._pending and not self._pending.keys().isdisjoint(resolution.deps):
             return  # an invalidation Redis has not taken yet would not remove it

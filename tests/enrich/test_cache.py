@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 import httpx
+import pytest
 
 from app.profiles.identity import Key
 from tests.conftest import AppFactory, Backend, RunningApp, TokenMaker
@@ -186,6 +187,74 @@ class TestDeadline:
         assert picked.headers["x-cache"] == "stale"
         assert picked.json()["traits"] == {}
         assert picked.json()["stale"] is True
+
+
+class _HungPipeline:
+    """A Redis pipeline that never answers (a frozen Redis), counting its uses."""
+
+    def __init__(self) -> None:
+        self.used = 0
+
+    def __call__(self, **_: object) -> _HungPipeline:
+        self.used += 1
+        return self
+
+    async def __aenter__(self) -> _HungPipeline:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    def set(self, *_: object, **__: object) -> None:
+        return None
+
+    async def execute(self) -> None:
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # the embedded default has no L2
+class TestRedisFailing:
+    async def test_a_miss_does_not_wait_on_filling_a_redis_that_failed(
+        self, app_factory: AppFactory
+    ) -> None:
+        """Redis failed and its retry comes due while a miss is in the database: the answer
+        does not wait on writing the result to that Redis."""
+        running = await app_factory(deadline_ms=250)
+        headers = await _token_headers(running)
+        await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
+        cache = running.runtime.enrich_cache
+        hung = _HungPipeline()
+        cache.l2.client.pipeline = hung  # type: ignore[union-attr, method-assign]
+        cache.breaker.reset_seconds = 0.05
+        for _ in range(cache.breaker.threshold):
+            cache.breaker.failure()  # open now; due for a retry while the lookup runs
+        count_lookups(running, delay=0.1)
+        started = time.perf_counter()
+        response = await running.http.post("/v1/enrich", json=ASK_JANE, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-cache"] == "miss"
+        assert response.json()["traits"]["tier"] == "gold"
+        assert time.perf_counter() - started < 0.25
+        assert hung.used == 0
+
+    async def test_with_redis_silent_and_the_database_failing_l1_answers_stale(
+        self, app_factory: AppFactory
+    ) -> None:
+        running = await app_factory()
+        headers = await _token_headers(running)
+        await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
+        fresh = await enrich(running.http, headers)
+        bus = running.runtime.enrich_cache.bus
+        bus._deaf()  # what the listener does when Redis stops answering its pings
+        cache = running.runtime.enrich_cache
+        cache.breaker.reset_seconds = 60.0
+        for _ in range(cache.breaker.threshold):
+            cache.breaker.failure()
+        count_lookups(running, fail=True)
+        stale = await enrich(running.http, headers)
+        assert stale.headers["x-cache"] == "stale"
+        assert stale.json()["stale"] is True
+        assert stale.json()["traits"] == fresh.json()["traits"]
 
 
 async def _client(running: RunningApp) -> tuple[str, str]:

@@ -16,8 +16,8 @@ from tests.fixtures.servers import PrivateRedis
 TIMEOUT = 0.2
 
 
-def pipe_for(url: str) -> RedisPipe:
-    return RedisPipe(url, connect_timeout=0.2, timeout=TIMEOUT)
+def pipe_for(url: str, timeout: float = TIMEOUT) -> RedisPipe:
+    return RedisPipe(url, connect_timeout=0.2, timeout=timeout)
 
 
 async def test_many_concurrent_callers_each_get_their_own_values() -> None:
@@ -25,7 +25,8 @@ async def test_many_concurrent_callers_each_get_their_own_values() -> None:
     client = redis.Redis.from_url(REDIS_URL)
     keys = [f"{prefix}{n}" for n in range(500)]
     await client.mset({key: f"value-{n}".encode() for n, key in enumerate(keys)})
-    pipe = pipe_for(REDIS_URL)
+    # About order, not timeouts: 500 commands in one write may take a while on a busy machine.
+    pipe = pipe_for(REDIS_URL, timeout=5.0)
     try:
         answers = await asyncio.gather(
             *(pipe.mget([key, f"{prefix}missing", keys[-1 - n]]) for n, key in enumerate(keys))

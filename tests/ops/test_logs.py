@@ -67,6 +67,25 @@ class TestAccessLine:
         assert profile["request_id"] == second.headers["x-request-id"]
         assert len(profile["request_id"]) == 32
 
+    async def test_request_ids_with_json_characters_keep_every_line_valid(
+        self, json_app: RunningApp, capfd: pytest.CaptureFixture[str], make_client: ClientMaker
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(json_app.http, client)
+        await flushed(json_app)
+        capfd.readouterr()
+        given = ['say "hi"', "back\\slash", "caf\u00e9-\u00ff", "{}[],:"]
+        for request_id in given:
+            headers = {"Authorization": f"Bearer {token}", "X-Request-ID": request_id}
+            response = await json_app.http.post(
+                ENRICH, json=GUEST, headers={k: v.encode("latin-1") for k, v in headers.items()}
+            )
+            assert response.status_code == 200
+        await flushed(json_app)
+        lines = access_lines(capfd.readouterr().err)  # each one parses as JSON
+        assert [line["request_id"] for line in lines if line["route"] == ENRICH] == given
+        assert all(line["duration_ms"] > 0 and line["status"] == 200 for line in lines)
+
     async def test_an_unprintable_request_id_is_replaced(self, json_app: RunningApp) -> None:
         response = await json_app.http.get("/healthz", headers={"X-Request-ID": "bad\x07id"})
         assert response.headers["x-request-id"] != "bad\x07id"

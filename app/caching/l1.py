@@ -20,6 +20,9 @@ class Entry:
     fresh_until: float  # monotonic; past it the entry is stale (served only when the DB fails)
     expires: float  # monotonic; past it the entry is gone
     deps: tuple[Key, ...]
+    # The body gzip-compressed, made on the first hit that accepts gzip (compressing a 2 KB
+    # answer costs more than the rest of a hit; Personalize asks for gzip on every call).
+    gzipped: bytes | None = None
 
 
 class L1Cache:

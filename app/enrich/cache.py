@@ -129,12 +129,11 @@ class EnrichCache:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def l1_hit(self, keys: tuple[Key, ...], selection: Selection) -> bytes | None:
-        """A fresh L1 answer, or None (the hot path: no await, no allocation on a hit)."""
+    def l1_hit(self, keys: tuple[Key, ...], selection: Selection) -> Entry | None:
+        """A fresh L1 entry, or None (the hot path: no await, no allocation on a hit)."""
         if not self.bus.listening:
             return None
-        entry = self.l1.fresh((keys, selection.key))
-        return None if entry is None else entry.body
+        return self.l1.fresh((keys, selection.key))
 
     async def answer(self, keys: Sequence[Key], selection: Selection) -> tuple[bytes, str]:
         """The answer bytes and where they came from: "hit", "miss" or "stale"."""

@@ -20,6 +20,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.tokens import InvalidTokenError, Principal
+from app.caching.l1 import Entry
 from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip
 from app.enrich.schemas import MAX_IDENTIFIERS
 from app.enrich.service import Selection, parse_fields
@@ -46,6 +47,9 @@ REQUEST_MEMBERS = frozenset(("identifiers", "fields"))
 # Distinct request bodies whose parsed form is remembered (cleared when full).
 PARSED_MAX = 100_000
 _BASE_HEADERS = ((b"content-type", b"application/json"), (b"vary", b"Accept-Encoding"))
+# Accept-Encoding values already judged (bounded: cleared when full).
+ACCEPT_ENCODINGS_MAX = 1000
+_GZIP_ACCEPTED: dict[bytes, bool] = {}
 # The headers every answer from a level starts with (built once).
 _HEADERS = {
     level: (*_BASE_HEADERS, (b"x-cache", level.encode())) for level in ("hit", "miss", "stale")
@@ -145,9 +149,11 @@ class EnrichFastPath:
                     await _send_error(send, verdict, id_header)
                     return
             cache = runtime.enrich_cache
-            answer = cache.l1_hit(keys, selection)
+            entry = cache.l1_hit(keys, selection)
             served_from = "hit"
-            if answer is None:
+            if entry is not None:
+                answer = entry.body
+            else:
                 token = request_id_var.set(request_id)  # for what the cache may log
                 try:
                     answer, served_from = await cache.answer(keys, selection)
@@ -158,7 +164,7 @@ class EnrichFastPath:
                 finally:
                     request_id_var.reset(token)
             level = served_from
-            start, message = _response(answer, served_from, accept_encoding, id_header)
+            start, message = _response(answer, served_from, accept_encoding, id_header, entry)
             answered = True
             await send(start)
             await send(message)
@@ -189,10 +195,8 @@ class EnrichFastPath:
     @staticmethod
     def _principal(runtime: Runtime, authorization: bytes) -> Principal | None:
         """The caller of a token verified before, with the scope; None: leave it to the route."""
-        if not authorization.startswith((b"Bearer ", b"bearer ")):
-            return None
         try:
-            principal = runtime.verifier.cached(authorization[7:].strip().decode("latin-1"))
+            principal = runtime.verifier.bearer(authorization)
         except InvalidTokenError:
             return None
         if principal is None or SCOPE not in principal.scopes:
@@ -279,12 +283,32 @@ def _from_query(query_string: bytes) -> tuple[dict[str, Any], Any] | None:
     return identifiers, ",".join(fields) if fields else None
 
 
+def _wants_gzip(accept_encoding: bytes) -> bool:
+    """``accepts_gzip``, remembered per header value (callers send the same one every time)."""
+    wanted = _GZIP_ACCEPTED.get(accept_encoding)
+    if wanted is None:
+        if len(_GZIP_ACCEPTED) >= ACCEPT_ENCODINGS_MAX:
+            _GZIP_ACCEPTED.clear()
+        wanted = _GZIP_ACCEPTED[accept_encoding] = accepts_gzip(accept_encoding.decode("latin-1"))
+    return wanted
+
+
 def _response(
-    body: bytes, level: str, accept_encoding: bytes, id_header: tuple[bytes, bytes]
+    body: bytes,
+    level: str,
+    accept_encoding: bytes,
+    id_header: tuple[bytes, bytes],
+    entry: Entry | None = None,
 ) -> tuple[Message, Message]:
-    """The two ASGI messages of an answer."""
-    if len(body) > GZIP_MIN_BYTES and accept_encoding and accepts_gzip(accept_encoding.decode()):
-        body = gzip.compress(body, compresslevel=5)
+    """The two ASGI messages of an answer (``entry``: the L1 entry it came from, which keeps
+    its compressed form)."""
+    if len(body) > GZIP_MIN_BYTES and accept_encoding and _wants_gzip(accept_encoding):
+        zipped = entry.gzipped if entry is not None else None
+        if zipped is None:
+            zipped = gzip.compress(body, compresslevel=5)
+            if entry is not None:
+                entry.gzipped = zipped
+        body = zipped
         headers = [
             *_HEADERS[level],
             id_header,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import time
 
 import httpx
+import pytest
 
 from app.auth.service import ClientService
 from tests.conftest import AppFactory, RunningApp
@@ -87,6 +89,30 @@ class TestFastPath:
         assert "content-encoding" not in raw.headers
         assert len(gzip.compress(raw.content)) < len(raw.content)
 
+    async def test_a_gzipped_hit_after_a_write_carries_the_write(self, running: RunningApp) -> None:
+        """Hits keep their compressed form; a write must not leave the old one served."""
+        headers = await token(running, "profiles:read profiles:write")
+        await running.http.put("/v1/profiles/crm_id/C-7", json=JANE, headers=headers)
+        request = {"identifiers": {"crm_id": "C-7"}}
+        zipped = {**headers, "Accept-Encoding": "gzip"}
+        seen = []
+        for _ in range(3):  # a miss, then hits served from the compressed copy
+            response = await running.http.post("/v1/enrich", json=request, headers=zipped)
+            assert response.headers["content-encoding"] == "gzip"
+            seen.append((response.headers["x-cache"], response.json()["traits"]["tier"]))
+        assert seen == [("miss", "gold"), ("hit", "gold"), ("hit", "gold")]
+        patched = await running.http.patch(
+            "/v1/profiles/crm_id/C-7",
+            json={"traits": {"tier": "platinum"}},
+            headers={**headers, "Content-Type": "application/merge-patch+json"},
+        )
+        assert patched.status_code == 200
+        after = [
+            await running.http.post("/v1/enrich", json=request, headers=zipped) for _ in range(2)
+        ]
+        assert [r.json()["traits"]["tier"] for r in after] == ["platinum", "platinum"]
+        assert after[1].headers["x-cache"] == "hit"
+
     async def test_bad_requests_fall_through_to_the_routes_errors(
         self, running: RunningApp
     ) -> None:
@@ -119,11 +145,26 @@ class TestFastPath:
         assert (await http.post("/v1/enrich", json=request, headers=writer)).status_code == 403
         assert (await http.post("/v1/enrich", json=request, headers=writer)).status_code == 403
         reader = await token(running, "profiles:read")
-        assert (await http.post("/v1/enrich", json=request, headers=reader)).status_code == 200
+        for _ in range(2):  # verified, then known to the fast path by its header
+            assert (await http.post("/v1/enrich", json=request, headers=reader)).status_code == 200
         running.runtime.revocations.add(
             running.runtime.verifier.cached(reader["Authorization"][7:]).jti,  # type: ignore[union-attr]
             2**40,
         )
+        refused = await http.post("/v1/enrich", json=request, headers=reader)
+        assert refused.status_code == 401
+        assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+    async def test_a_token_known_to_the_fast_path_is_refused_once_expired(
+        self, running: RunningApp, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        http = running.http
+        reader = await token(running, "profiles:read")
+        request = {"identifiers": {"email": "jane@example.com"}}
+        for _ in range(2):
+            assert (await http.post("/v1/enrich", json=request, headers=reader)).status_code == 200
+        now = time.time()
+        monkeypatch.setattr(time, "time", lambda: now + running.runtime.settings.token_ttl_seconds)
         refused = await http.post("/v1/enrich", json=request, headers=reader)
         assert refused.status_code == 401
         assert 'error="invalid_token"' in refused.headers["www-authenticate"]

@@ -8,7 +8,6 @@ as every other JSON line, because it runs on the hot path.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -62,32 +61,34 @@ class _DropBelow:
         return event
 
 
+# What the access line and the request metrics need of one request, recorded as it ends:
+# (ended: perf_counter, seconds, request id, client id, method, route, status, cache, address).
+AccessRecord = tuple[float, float, str, "str | None", str, str, int, "str | None", "str | None"]
+
+
 class AccessLog:
     """The one line per request: request id, client, route, status, duration, cache level.
 
-    JSON lines are collected and written together, once ``PIPE_BUF`` bytes are pending or
-    ``FLUSH_SECONDS`` after the first of them: under load a dozen lines cost one write instead
-    of one each. A write of at most ``PIPE_BUF`` bytes that ends on a line is kept whole by the
-    kernel, so the lines of several workers sharing one pipe never mix.
+    Lines are written in batches (``write_all``, see ``app.middleware.Access``): a batch costs
+    one ``write`` per ``PIPE_BUF`` bytes instead of one per line. A write of at most
+    ``PIPE_BUF`` bytes that ends on a line is kept whole by the kernel, so the lines of several
+    workers sharing one pipe never mix.
     """
 
     def __init__(self, *, json: bool) -> None:
         self.json = json
         self._millisecond = -1
         self._stamp = b""
-        self._pending: list[bytes] = []
-        self._size = 0
-        self._timer: asyncio.TimerHandle | None = None
         self._console = structlog.get_logger("app.access")
         # The fixed part of a line per (client, method, route, status, cache, address): a
         # busy worker answers the same few combinations all day, so a line is made by
         # filling in the request id, the duration and the time.
         self._middles: dict[tuple[Any, ...], bytes] = {}
 
-    def _timestamp(self) -> bytes:
+    def _timestamp(self, wall: float) -> bytes:
         """ISO 8601 in UTC to the millisecond, made once per millisecond (a busy worker ends
         dozens of requests in one)."""
-        millisecond = int(time.time() * 1000)
+        millisecond = int(wall * 1000)
         if millisecond != self._millisecond:
             self._millisecond = millisecond
             second, fraction = divmod(millisecond, 1000)
@@ -95,82 +96,63 @@ class AccessLog:
             self._stamp = f"{prefix}.{fraction:03d}Z".encode()
         return self._stamp
 
-    def write(
-        self,
-        request_id: str,
-        client_id: str | None,
-        method: str,
-        route: str,
-        status: int,
-        seconds: float,
-        cache: str | None,
-        address: str | None,
-    ) -> None:
+    def write_all(self, records: list[AccessRecord]) -> None:
         if not self.json:
-            self._console.info(
-                ACCESS_EVENT,
-                request_id=request_id,
-                client_id=client_id,
-                method=method,
-                route=route,
-                status=status,
-                duration_ms=int(seconds * 1_000_000) / 1000,
-                cache=cache,
-                client_addr=address,
+            for _, seconds, request_id, client_id, method, route, status, cache, address in records:
+                self._console.info(
+                    ACCESS_EVENT,
+                    request_id=request_id,
+                    client_id=client_id,
+                    method=method,
+                    route=route,
+                    status=status,
+                    duration_ms=int(seconds * 1_000_000) / 1000,
+                    cache=cache,
+                    client_addr=address,
+                )
+            return
+        to_wall = time.time() - time.perf_counter()
+        middles = self._middles
+        dumps = orjson.dumps
+        lines: list[bytes] = []
+        size = 0
+        for ended, seconds, request_id, client_id, method, route, status, cache, address in records:
+            key = (client_id, method, route, status, cache, address)
+            middle = middles.get(key)
+            if middle is None:
+                if len(middles) >= ACCESS_TEMPLATES_MAX:
+                    middles.clear()
+                middle = middles[key] = _access_middle(*key)
+            line = b'%s%s%s%.3f,"timestamp":"%s"}\n' % (
+                _ACCESS_HEAD,
+                dumps(request_id),
+                middle,
+                seconds * 1000,
+                self._timestamp(ended + to_wall),
             )
-            return
-        key = (client_id, method, route, status, cache, address)
-        middle = self._middles.get(key)
-        if middle is None:
-            if len(self._middles) >= ACCESS_TEMPLATES_MAX:
-                self._middles.clear()
-            middle = self._middles[key] = _access_middle(*key)
-        line = b'%s%s%s%.3f,"timestamp":"%s"}\n' % (
-            _ACCESS_HEAD,
-            orjson.dumps(request_id),
-            middle,
-            seconds * 1000,
-            self._timestamp(),
-        )
-        if self._size + len(line) > PIPE_BUF:
-            self._write()
-        self._pending.append(line)
-        self._size += len(line)
-        if self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-            except RuntimeError:  # no event loop: write it now
-                self._write()
+            if size + len(line) > PIPE_BUF:
+                _write(lines)
+                lines, size = [], 0
+            lines.append(line)
+            size += len(line)
+        _write(lines)
 
-    def flush(self) -> None:
-        """Write what is pending; the next line arms the timer again."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._write()
 
-    def _write(self) -> None:
-        """Write what is pending (at most PIPE_BUF bytes, whole lines) in one write.
-
-        A batch written because it is full leaves the timer as it is: the lines after it are
-        written when it fires, at most FLUSH_SECONDS after the first of them (arming a timer
-        per batch cost more than writing the batch).
-        """
-        if not self._pending:
-            return
-        data = b"".join(self._pending)
-        self._pending = []
-        self._size = 0
-        stream = sys.stderr
-        stream.flush()  # what structlog wrote before these lines goes first
-        try:
-            descriptor = stream.fileno()
-        except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
-            stream.write(data.decode())
-            stream.flush()
-            return
-        while data:
-            data = data[os.write(descriptor, data) :]
+def _write(lines: list[bytes]) -> None:
+    """Write whole lines (at most PIPE_BUF bytes) to stderr in one write."""
+    if not lines:
+        return
+    data = b"".join(lines)
+    stream = sys.stderr
+    stream.flush()  # what structlog wrote before these lines goes first
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+        stream.write(data.decode())
+        stream.flush()
+        return
+    while data:
+        data = data[os.write(descriptor, data) :]
 
 
 _ACCESS_HEAD = b'{"event":%s,"request_id":' % orjson.dumps(ACCESS_EVENT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 import time
@@ -10,7 +11,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.exceptions import BodyTooLargeError
-from app.logging import AccessLog, request_id_var
+from app.logging import FLUSH_SECONDS, AccessLog, AccessRecord, request_id_var
 from app.ops.guard import CLIENT_ID_KEY
 from app.ops.metrics import ROUTE_UNMATCHED, RequestMetrics
 from app.ops.network import FORWARDED_KEY, NetworkSet, forwarded_client
@@ -89,10 +90,21 @@ _ID_PREFIX = secrets.token_hex(10)
 _ids = itertools.count(1)
 
 
+# Requests recorded before their access lines and metrics are made (in one go): a batch is
+# drained when it is this big, or FLUSH_SECONDS after its first request.
+RECORD_BATCH = 64
+
+
 class Access:
     """What every request owes the logs and metrics: its caller's address, a request id, and
     after the answer one access line and the request metrics. Shared by ``AccessMiddleware``
-    and the enrich fast path (which runs outside the middleware stack)."""
+    and the enrich fast path (which runs outside the middleware stack).
+
+    A request only appends a tuple to a list (``record``); lines and metrics are made for a
+    batch at a time (``drain``), which costs an L1 hit a third of what doing it per request
+    did (README, Hot path). A batch waits at most FLUSH_SECONDS, and a scrape of /metrics
+    and the end of the process drain it first.
+    """
 
     def __init__(
         self,
@@ -105,6 +117,12 @@ class Access:
         self.access_log = access_log
         self.metrics = metrics
         self.recording = access_log is not None or metrics is not None
+        self._records: list[AccessRecord] = []
+        # Readable development lines are written at once, in order with everything else.
+        self._batch = 1 if access_log is not None and not access_log.json else RECORD_BATCH
+        self._timer: asyncio.TimerHandle | None = None
+        if metrics is not None:
+            metrics.add_source(self)
 
     @staticmethod
     def request_id(given: bytes) -> str:
@@ -132,22 +150,44 @@ class Access:
         started: float,
         cache: str | None,
     ) -> None:
-        seconds = time.perf_counter() - started
-        method = scope["method"]
-        if self.metrics is not None:
-            self.metrics.observe(template, method, status, seconds, cache)
-        if self.access_log is not None:
-            address = scope.get("client")
-            self.access_log.write(
+        ended = time.perf_counter()
+        address = scope.get("client")
+        records = self._records
+        records.append(
+            (
+                ended,
+                ended - started,
                 request_id,
                 scope.get(CLIENT_ID_KEY),
-                method,
+                scope["method"],
                 template,
                 status,
-                seconds,
                 cache,
                 address[0] if address else None,
             )
+        )
+        if len(records) >= self._batch:
+            self.drain()  # the timer, if armed, finds the next batch
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._tick)
+            except RuntimeError:  # no event loop: now
+                self.drain()
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.drain()
+
+    def drain(self) -> None:
+        """Make the access lines and metrics of the requests recorded so far."""
+        records = self._records
+        if not records:
+            return
+        self._records = []
+        if self.metrics is not None:
+            self.metrics.observe_all(records)
+        if self.access_log is not None:
+            self.access_log.write_all(records)
 
 
 class AccessMiddleware:
@@ -212,12 +252,11 @@ class AccessMiddleware:
                 access.record(scope, request_id, template, status, started, cache)
 
     def _flushing_at_shutdown(self, send: Send) -> Send:
-        access_log = self.access_log
-        assert access_log is not None
+        access = self.access
 
         async def send_and_flush(message: Message) -> None:
             if message["type"].startswith("lifespan.shutdown"):
-                access_log.flush()  # the last lines before the process ends
+                access.drain()  # the last lines before the process ends
             await send(message)
 
         return send_and_flush

@@ -1,6 +1,7 @@
 """The hot-path benchmark: enrich beside a bare ASGI app, same server flags, one run.
 
     .venv/bin/python bench/hotpath.py [--profiles 100000] [--seconds 10] [--connections 32]
+                                      [--rounds 3]
 
 Starts the service on PostgreSQL + Redis with one uvicorn worker as `enrich serve` runs it
 (uvloop, httptools with one write per response: app/ops/http.py), loads
@@ -8,16 +9,20 @@ the demo data set (N profiles, reused while the database holds them), and measur
 (`wrk -t1 -cC -dS --latency`), each scenario after a 2 s warm-up:
 
   bare ASGI      bench/bare_app.py answering the same bytes as enrich, on the same server
-                 (the limit; the ratios are to it)
+                 with the same flags (the limit; the ratios are to it)
   ...stock       the same on stock uvicorn (httptools, two writes per response), for reference
   L1 hit         enrich for the demo guest, answered from the worker's own cache, with what
-                 production runs on the hot path: JSON access line, metrics, rate limiter
+                 production runs on the hot path: a JSON access line per request (INFO, to a
+                 file), metrics, rate limiter
+  ...gzip        the same with Personalize's headers (Accept-Encoding: gzip)
   ...ops off     the same with the access log, metrics and rate limiter switched off
   L2 hit         the same with L1 off (ENRICH_CACHE_L1_MAX_ENTRIES=0): one Redis MGET
   miss to PG     cache off (ENRICH_CACHE_ENABLED=false), a random known guest per request
   unknown guest  cache on, a new unknown guest per request (PostgreSQL + a negative entry)
   1 connection   the L1 hit and the bare app with a single connection (latency)
 
+The bare app and the L1 hit (32 and 1 connections) are measured in rounds that take turns,
+with both servers up; their rows are the medians, and the ratio of each round is printed.
 Prints a table with the ratios to the bare app, writes bench/out/hotpath.json and, when
 matplotlib is installed (`pip install -e '.[bench]'`), bench/out/hotpath.png.
 """
@@ -31,6 +36,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,6 +136,7 @@ def bare_server(body_file: Path, http: str = SAME_HTTP) -> Server:
     command = [
         UVICORN, "bare_app:app", "--app-dir", str(HERE), "--port", str(port), "--workers", "1",
         "--loop", "uvloop", "--http", http, "--no-access-log", "--log-level", "warning",
+        "--no-proxy-headers",  # as `enrich serve` (it reads X-Forwarded-For itself)
     ]  # fmt: skip
     return Server(command, {"ENRICH_BARE_BODY_FILE": str(body_file)}, port)
 
@@ -138,6 +145,14 @@ LUA = {
     "fixed": """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+wrk.body = '{body}'
+""",
+    "gzip": """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json"
+wrk.headers["Accept-Encoding"] = "gzip"
 wrk.headers["Authorization"] = "Bearer {token}"
 wrk.body = '{body}'
 """,
@@ -199,7 +214,21 @@ def token_for(port: int, client: tuple[str, str]) -> str:
     return str(response.json()["access_token"])
 
 
-def run(args: argparse.Namespace) -> list[Result]:
+def median_of(rounds: list[Result]) -> Result:
+    """One row for a scenario measured in several rounds: the median of each figure."""
+    first = rounds[0]
+    return Result(
+        first.name,
+        first.connections,
+        statistics.median(r.rps for r in rounds),
+        statistics.median(r.p50_ms for r in rounds),
+        statistics.median(r.p99_ms for r in rounds),
+        sum(r.errors for r in rounds),
+    )
+
+
+def run(args: argparse.Namespace) -> tuple[list[Result], list[float]]:
+    """Every scenario's row, and the L1-hit/bare ratio of each round."""
     url = asyncio.run(ensure_profiles(args.database, args.profiles))
     asyncio.run(ensure_demo_guest(url))
     client = asyncio.run(make_client(url))
@@ -209,17 +238,19 @@ def run(args: argparse.Namespace) -> list[Result]:
         "ENRICH_REDIS_URL": REDIS_URL,
         "ENRICH_REDIS_PREFIX": prefix,
         "ENRICH_ENVIRONMENT": "production",
-        "ENRICH_LOG_LEVEL": "WARNING",
+        "ENRICH_LOG_LEVEL": "INFO",  # production's: one JSON access line per request
         "ENRICH_WORKERS": "1",
         # The limiter stays on (its cost is measured) with room for the whole run.
         "ENRICH_RATE_LIMIT_RPS": "1000000",
         "ENRICH_RATE_LIMIT_BURST": "1000000",
     }
     results: list[Result] = []
+    ratios: list[float] = []
     c, s = args.connections, args.seconds
     body_file = OUT / "hotpath-answer.json"
     try:
         server = enrich_server(base_env)
+        bare: Server | None = None
         try:
             token = token_for(server.port, client)
             answer = httpx.post(
@@ -230,20 +261,34 @@ def run(args: argparse.Namespace) -> list[Result]:
             assert answer.json()["found"], answer.text
             body_file.write_bytes(answer.content)
             print(f"answer: {len(answer.content)} bytes")
+            bare = bare_server(body_file)
             fixed = scenario_script("fixed", token, args.profiles)
-            results.append(wrk("L1 hit", server.port, fixed, c, s))
-            results.append(wrk("L1 hit, 1 connection", server.port, fixed, 1, s))
+            # The ratios come from rounds that take turns, so a drift of the machine's speed
+            # during the run (it happens: +-8 % between minutes) falls on both sides.
+            rounds: dict[str, list[Result]] = {}
+            for number in range(args.rounds):
+                measured = [
+                    wrk("bare ASGI", bare.port, fixed, c, s),
+                    wrk("L1 hit", server.port, fixed, c, s),
+                    wrk("bare ASGI, 1 connection", bare.port, fixed, 1, s),
+                    wrk("L1 hit, 1 connection", server.port, fixed, 1, s),
+                ]
+                for result in measured:
+                    rounds.setdefault(result.name, []).append(result)
+                ratios.append(measured[1].rps / measured[0].rps)
+                print(f"round {number + 1}: L1 hit {ratios[-1]:.2f} x bare", flush=True)
+            results.extend(median_of(r) for r in rounds.values())
+            results.append(
+                wrk("L1 hit, gzip (Personalize's headers)", server.port,
+                    scenario_script("gzip", token, 0), c, s)
+            )  # fmt: skip
             results.append(
                 wrk("unknown guest", server.port, scenario_script("unknown", token, 0), c, s)
             )
         finally:
             server.stop()
-        bare = bare_server(body_file)
-        try:
-            results.insert(0, wrk("bare ASGI", bare.port, fixed, c, s))
-            results.insert(1, wrk("bare ASGI, 1 connection", bare.port, fixed, 1, s))
-        finally:
-            bare.stop()
+            if bare is not None:
+                bare.stop()
         stock = bare_server(body_file, "httptools")
         try:
             results.insert(1, wrk("bare ASGI, stock uvicorn", stock.port, fixed, c, s))
@@ -272,7 +317,7 @@ def run(args: argparse.Namespace) -> list[Result]:
         if keys:
             flush.delete(*keys)
         flush.close()
-    return results
+    return results, ratios
 
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
@@ -326,8 +371,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--database", default="enrich_bench_hot")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of bare and L1 hit")
     args = parser.parse_args()
-    report(run(args), args)
+    results, ratios = run(args)
+    report(results, args)
+    print(
+        f"L1 hit / bare per round: {', '.join(f'{r:.2f}' for r in ratios)}"
+        f" (median {statistics.median(ratios):.2f})"
+    )
 
 
 if __name__ == "__main__":

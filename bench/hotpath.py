@@ -21,8 +21,9 @@ the demo data set (N profiles, reused while the database holds them), and measur
   unknown guest  cache on, a new unknown guest per request (PostgreSQL + a negative entry)
   1 connection   the L1 hit and the bare app with a single connection (latency)
 
-The bare app and the L1 hit (32 and 1 connections) are measured in rounds that take turns,
-with both servers up; their rows are the medians, and the ratio of each round is printed.
+The bare app and the L1 hit (32 and 1 connections, and with ops off) are measured in rounds
+that take turns, with all three servers up; their rows are the medians, and the ratios of
+each round are printed.
 Prints a table with the ratios to the bare app, writes bench/out/hotpath.json and, when
 matplotlib is installed (`pip install -e '.[bench]'`), bench/out/hotpath.png.
 """
@@ -214,6 +215,13 @@ def token_for(port: int, client: tuple[str, str]) -> str:
     return str(response.json()["access_token"])
 
 
+OPS_OFF = {
+    "ENRICH_ACCESS_LOG": "false",
+    "ENRICH_METRICS_ENABLED": "false",
+    "ENRICH_RATE_LIMIT_ENABLED": "false",
+}
+
+
 def median_of(rounds: list[Result]) -> Result:
     """One row for a scenario measured in several rounds: the median of each figure."""
     first = rounds[0]
@@ -227,8 +235,8 @@ def median_of(rounds: list[Result]) -> Result:
     )
 
 
-def run(args: argparse.Namespace) -> tuple[list[Result], list[float]]:
-    """Every scenario's row, and the L1-hit/bare ratio of each round."""
+def run(args: argparse.Namespace) -> tuple[list[Result], dict[str, list[float]]]:
+    """Every scenario's row, and the ratios to the bare app of each round."""
     url = asyncio.run(ensure_profiles(args.database, args.profiles))
     asyncio.run(ensure_demo_guest(url))
     client = asyncio.run(make_client(url))
@@ -246,11 +254,13 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[float]]:
     }
     results: list[Result] = []
     ratios: list[float] = []
+    lean_ratios: list[float] = []
     c, s = args.connections, args.seconds
     body_file = OUT / "hotpath-answer.json"
     try:
         server = enrich_server(base_env)
         bare: Server | None = None
+        lean: Server | None = None
         try:
             token = token_for(server.port, client)
             answer = httpx.post(
@@ -262,6 +272,8 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[float]]:
             body_file.write_bytes(answer.content)
             print(f"answer: {len(answer.content)} bytes")
             bare = bare_server(body_file)
+            lean = enrich_server({**base_env, **OPS_OFF})
+            lean_script = scenario_script("fixed", token_for(lean.port, client), args.profiles)
             fixed = scenario_script("fixed", token, args.profiles)
             # The ratios come from rounds that take turns, so a drift of the machine's speed
             # during the run (it happens: +-8 % between minutes) falls on both sides.
@@ -270,13 +282,19 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[float]]:
                 measured = [
                     wrk("bare ASGI", bare.port, fixed, c, s),
                     wrk("L1 hit", server.port, fixed, c, s),
+                    wrk("L1 hit, logs/metrics/limits off", lean.port, lean_script, c, s),
                     wrk("bare ASGI, 1 connection", bare.port, fixed, 1, s),
                     wrk("L1 hit, 1 connection", server.port, fixed, 1, s),
                 ]
                 for result in measured:
                     rounds.setdefault(result.name, []).append(result)
                 ratios.append(measured[1].rps / measured[0].rps)
-                print(f"round {number + 1}: L1 hit {ratios[-1]:.2f} x bare", flush=True)
+                lean_ratios.append(measured[2].rps / measured[0].rps)
+                print(
+                    f"round {number + 1}: L1 hit {ratios[-1]:.2f} x bare,"
+                    f" with logs/metrics/limits off {lean_ratios[-1]:.2f}",
+                    flush=True,
+                )
             results.extend(median_of(r) for r in rounds.values())
             results.append(
                 wrk("L1 hit, gzip (Personalize's headers)", server.port,
@@ -287,20 +305,15 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[float]]:
             )
         finally:
             server.stop()
-            if bare is not None:
-                bare.stop()
+            for other in (bare, lean):
+                if other is not None:
+                    other.stop()
         stock = bare_server(body_file, "httptools")
         try:
             results.insert(1, wrk("bare ASGI, stock uvicorn", stock.port, fixed, c, s))
         finally:
             stock.stop()
-        ops_off = {
-            "ENRICH_ACCESS_LOG": "false",
-            "ENRICH_METRICS_ENABLED": "false",
-            "ENRICH_RATE_LIMIT_ENABLED": "false",
-        }
         for name, env, mode in (
-            ("L1 hit, logs/metrics/limits off", ops_off, "fixed"),
             ("L2 hit (L1 off)", {"ENRICH_CACHE_L1_MAX_ENTRIES": "0"}, "fixed"),
             ("miss to PostgreSQL", {"ENRICH_CACHE_ENABLED": "false"}, "known"),
         ):
@@ -317,7 +330,7 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[float]]:
         if keys:
             flush.delete(*keys)
         flush.close()
-    return results, ratios
+    return results, {"L1 hit": ratios, "L1 hit, logs/metrics/limits off": lean_ratios}
 
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
@@ -375,10 +388,11 @@ def main() -> None:
     args = parser.parse_args()
     results, ratios = run(args)
     report(results, args)
-    print(
-        f"L1 hit / bare per round: {', '.join(f'{r:.2f}' for r in ratios)}"
-        f" (median {statistics.median(ratios):.2f})"
-    )
+    for name, each in ratios.items():
+        print(
+            f"{name} / bare, per round: {', '.join(f'{r:.2f}' for r in each)}"
+            f" (median {statistics.median(each):.2f})"
+        )
 
 
 if __name__ == "__main__":

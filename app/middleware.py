@@ -131,7 +131,7 @@ class Access:
             candidate = given.decode("latin-1")[:128]
             if candidate.isprintable():
                 return candidate
-        return f"{_ID_PREFIX}{next(_ids):012x}"
+        return "%s%012x" % (_ID_PREFIX, next(_ids))  # noqa: UP031 (faster than an f-string)
 
     def forward(self, scope: Scope, forwarded: list[bytes]) -> None:
         """Replace ``scope["client"]`` with the caller behind a trusted proxy, if any."""

@@ -19,7 +19,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.tokens import InvalidTokenError, Principal
+from app.auth.tokens import InvalidTokenError
 from app.caching.l1 import Entry
 from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip
 from app.enrich.schemas import MAX_IDENTIFIERS
@@ -81,7 +81,7 @@ class EnrichFastPath:
         if runtime is None or method not in ("POST", "GET"):
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = time.perf_counter() if self.access.recording else 0.0
         authorization = content_type = accept_encoding = given_id = b""
         length: bytes | None = None
         forwarded: list[bytes] = []
@@ -103,13 +103,21 @@ class EnrichFastPath:
             return
         body = b""
         if method == "POST":
-            body, more, other = await _buffer(receive, self.body_limit)
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body = message.get("body", b"")  # the common case: the whole body at once
+                more, other = False, None
+            else:
+                body, more, other = await _buffer(receive, message, self.body_limit)
             if more or other is not None or len(body) > self.body_limit:
                 # Over the limit, or a disconnect: the stack sees the same messages.
                 await self.app(scope, _replay(receive, body, more, other), send)
                 return
-        principal = self._principal(runtime, authorization)
-        if principal is None:
+        try:
+            principal = runtime.verifier.bearer(authorization)
+        except InvalidTokenError:
+            principal = None  # the route answers 401
+        if principal is None or SCOPE not in principal.scopes:
             await self.app(scope, _replay(receive, body, False, None), send)
             return
         # Normalizing a request is a pure function of its bytes: remember it, so a repeated
@@ -192,28 +200,16 @@ class EnrichFastPath:
             return None
         return tuple(keys), selection
 
-    @staticmethod
-    def _principal(runtime: Runtime, authorization: bytes) -> Principal | None:
-        """The caller of a token verified before, with the scope; None: leave it to the route."""
-        try:
-            principal = runtime.verifier.bearer(authorization)
-        except InvalidTokenError:
-            return None
-        if principal is None or SCOPE not in principal.scopes:
-            return None
-        return principal
-
-
-async def _buffer(receive: Receive, limit: int) -> tuple[bytes, bool, Message | None]:
-    """Read the body until it ends or passes ``limit``: the bytes read, whether more is to
-    come, and the message that stopped the reading if it was not a body (a disconnect)."""
-    message = await receive()
+async def _buffer(
+    receive: Receive, message: Message, limit: int
+) -> tuple[bytes, bool, Message | None]:
+    """Read the rest of a body that did not come in one ``message``, until it ends or passes
+    ``limit``: the bytes read, whether more is to come, and the message that stopped the
+    reading if it was not a body (a disconnect)."""
     if message["type"] != "http.request":
         return b"", False, message
     body = message.get("body", b"")
     more = message.get("more_body", False)
-    if not more:
-        return body, False, None  # the common case: the whole body in one message
     chunks = [body]
     size = len(body)
     while more and size <= limit:

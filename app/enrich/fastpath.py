@@ -200,6 +200,7 @@ class EnrichFastPath:
             return None
         return tuple(keys), selection
 
+
 async def _buffer(
     receive: Receive, message: Message, limit: int
 ) -> tuple[bytes, bool, Message | None]:

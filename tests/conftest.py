@@ -30,6 +30,7 @@ from tests.fixtures.databases import (
     flush_prefix_at,
     truncate_all,
 )
+from tests.fixtures.service import RELAXED_DEADLINE_MS
 
 BACKENDS = ["sqlite", "postgres"]
 T = TypeVar("T")
@@ -85,6 +86,9 @@ class Backend:
             "redis_prefix": self.redis_prefix,
             "public_url": "http://testserver",
             "log_level": "WARNING",
+            # Generous, as for the services (tests/fixtures/servers.py); the tests of the
+            # deadline set their own.
+            "deadline_ms": RELAXED_DEADLINE_MS,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -33,9 +33,11 @@ PROFILES = 20
 PATCHED = range(5)  # the profiles written during the outage
 LOAD = 500
 CONCURRENCY = 10
-# The service answers within its deadline (250 ms) or says 503, which `errors` counts; what a
-# client measures adds queueing on a busy 2-core machine, so this bound only catches hangs.
-MAX_LATENCY_MS = 1500
+# The service answers within its deadline (production's 250 ms) or says 503, which `errors`
+# counts; what a client measures adds queueing on a busy 2-core machine (1.6 s seen in CI), so
+# this bound only catches hangs.
+DEADLINE_MS = "250"
+MAX_LATENCY_MS = 3000
 
 
 def addresses() -> list[str]:
@@ -83,7 +85,7 @@ class TestRedisStopped:
         record_property: RecordProperty,
     ) -> None:
         database = private_pg.create_database()
-        service = await services.start(database, private_redis.url)
+        service = await services.start(database, private_redis.url, deadline_ms=DEADLINE_MS)
         headers = await bearer_headers(service, database)
         async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
             await seed(http, headers, PROFILES, "v1")
@@ -172,7 +174,9 @@ class TestRedisFrozen:
         record_property: RecordProperty,
     ) -> None:
         database = private_pg.create_database()
-        service = await services.start(database, private_redis.url, workers=2)
+        service = await services.start(
+            database, private_redis.url, workers=2, deadline_ms=DEADLINE_MS
+        )
         headers = await bearer_headers(service, database)
         async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
             await seed(http, headers, PROFILES, "v1")

@@ -189,6 +189,9 @@ def bench_settings(**values: Any) -> Settings:
         "public_url": "http://bench",
         "log_level": "WARNING",
         "log_format": "json",
+        # The limiter stays on (authorizing includes it) with room for every iteration.
+        "rate_limit_rps": 1_000_000,
+        "rate_limit_burst": 1_000_000,
     }
     return Settings(_env_file=None, **{**base, **values})  # type: ignore[call-arg]
 
@@ -241,7 +244,7 @@ async def run_backend(backend: Backend, iterations: int, warmup: int) -> list[Re
 
         async def authorize() -> None:
             value = await bearer_token(request)
-            await dependency(runtime, value)
+            await dependency(request, runtime, value)
 
         results.append(
             Result(backend.name, "authorize", await measure(authorize, iterations, warmup))

@@ -25,6 +25,7 @@ run: install
 test: install node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy app
 	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: install

@@ -130,8 +130,8 @@ class RedisCache:
         return cls(client, settings.redis_prefix)
 
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self.client.get(self.prefix + key)
-        return value
+        value = await self.client.get(self.prefix + key)
+        return value if isinstance(value, bytes) else None  # no decode_responses: always bytes
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self.client.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))

@@ -161,7 +161,7 @@ class InvalidationBus:
                     await self._handle(await pubsub.get_message(timeout=None), pings)
         except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
             raise
         return pubsub, pings
 
@@ -209,7 +209,7 @@ class InvalidationBus:
             self._deaf()  # the connection is gone, and what was sent on it meanwhile
             # Closing can wait on a connection lock a cancelled read still holds.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
 
     async def _run(self, subscription: tuple[PubSub, deque[float]] | None) -> None:
         delay = 0.1

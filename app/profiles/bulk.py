@@ -13,6 +13,7 @@ from app.profiles.schemas import BulkRecord, ProfileDocument
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 JSON_TYPES = ("application/json",)
+JSON_WHITESPACE = b" \t\r\n"
 
 
 class BulkBodyError(AppError):
@@ -36,13 +37,23 @@ def media_type(header: str | None) -> str:
 
 
 def split_records(body: bytes, content_type: str | None) -> list[bytes | Any]:
-    """Raw NDJSON lines (parsed later, one by one) or the items of a JSON array."""
+    """Raw NDJSON lines (parsed later, one by one) or the items of a JSON array.
+
+    A body with nothing in it (or only whitespace) is refused: it is a client's mistake, not an
+    empty batch (an empty batch is ``[]``). Blank means JSON's whitespace only: a line of
+    other bytes (a form feed, say) is a record that fails, not one that is skipped.
+    """
     kind = media_type(content_type)
     if kind in NDJSON_TYPES:
-        return [line for line in body.splitlines() if line.strip()]
+        lines = [line for line in body.split(b"\n") if line.strip(JSON_WHITESPACE)]
+        if not lines:
+            raise BulkBodyError("the body holds no records: send one profile document a line")
+        return lines
     if kind in JSON_TYPES or kind.endswith("+json"):
+        if not body.strip(JSON_WHITESPACE):
+            raise BulkBodyError("the body is empty: send an array of profile documents")
         try:
-            items = orjson.loads(body) if body.strip() else []
+            items = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BulkBodyError(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
         if not isinstance(items, list):

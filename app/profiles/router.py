@@ -350,7 +350,7 @@ async def delete_profile(
             403,
             413,
             415,
-            s400="The body is not NDJSON or a JSON array",
+            s400="The body is empty, or not NDJSON or a JSON array",
             s413="Too many records (10,000) or too many bytes",
         ),
     },
@@ -361,7 +361,8 @@ documents, each like a PUT addressed by its first identifier.
 
 Every record gets an outcome (`created`, `updated`, `unchanged` or `failed` with an `error`);
 good records are saved even when others fail. Sending the same body again answers `unchanged`
-for each record, so a retried load is harmless."""
+for each record, so a retried load is harmless. A body without any record is 400 (an empty
+batch is `[]`)."""
     + SCOPE_WRITE,
 )
 async def bulk_upsert(

@@ -96,6 +96,43 @@ class TestBulkUpsert:
         assert malformed.status_code == 400
         assert malformed.json()["error"] == "invalid_json"
 
+    async def test_a_body_without_records_is_400_and_an_empty_array_is_no_op(
+        self, http: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        json_type = {"content-type": "application/json"}
+        for content, kind in (
+            (b"", json_type),
+            (b" \r\n", json_type),
+            (b"", NDJSON),
+            (b"\n\n", NDJSON),
+        ):
+            refused = await http.post(
+                "/v1/profiles/bulk", content=content, headers={**headers, **kind}
+            )
+            assert refused.status_code == 400, (content, kind, refused.text)
+            assert refused.json()["error"] == "invalid_body"
+        # Bytes that only Python calls whitespace (a form feed) are not JSON (schemathesis).
+        garbage = await http.post(
+            "/v1/profiles/bulk", content=b"\x0c", headers={**headers, **json_type}
+        )
+        assert garbage.status_code == 400
+        assert garbage.json()["error"] == "invalid_json"
+        line = await http.post(
+            "/v1/profiles/bulk",
+            content=b"\x0c\n" + orjson.dumps({"identifiers": {"crm_id": "C-9"}}) + b"\n",
+            headers={**headers, **NDJSON},
+        )
+        assert [r["status"] for r in line.json()["results"]] == ["failed", "created"]
+        empty = await http.post("/v1/profiles/bulk", json=[], headers=headers)
+        assert empty.status_code == 200
+        assert empty.json() == {
+            "created": 0,
+            "updated": 0,
+            "unchanged": 0,
+            "failed": 0,
+            "results": [],
+        }
+
     async def test_other_media_types_are_415(
         self, http: httpx.AsyncClient, headers: dict[str, str]
     ) -> None:

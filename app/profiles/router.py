@@ -119,9 +119,14 @@ _BULK_BODY = {
         "description": "NDJSON (one profile document a line) or a JSON array of documents, "
         "at most 10,000 records",
         "content": {
-            # Any text: a line that is not a document fails alone (its outcome says why).
+            # Any text with a record in it: a line that is not a document fails alone (its
+            # outcome says why); a body of nothing but JSON whitespace is refused.
             "application/x-ndjson": {
-                "schema": {"description": "one profile document (JSON) per line"},
+                "schema": {
+                    "type": "string",
+                    "pattern": "[^ \\t\\r\\n]",
+                    "description": "one profile document (JSON) per line",
+                },
                 "example": _BULK_NDJSON,
             },
             "application/json": {

@@ -1,6 +1,6 @@
 """Schemathesis hooks for enrich (loaded through SCHEMATHESIS_HOOKS by test_schemathesis.py).
 
-- NDJSON bodies: serialized as written (a string), or one JSON document per line.
+- NDJSON bodies: serialized as written (a string); any other value as an empty body.
 - ``positive_data_acceptance`` with one exception, explained in the README: an identifier
   value that is not valid for its type (``email`` "0", a ``phone`` that is no phone number)
   or that contradicts the path (PUT ``/v1/profiles/email/a@example.com`` with another email
@@ -21,11 +21,12 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 @schemathesis.serializer("application/x-ndjson")
 def ndjson(ctx: Any, value: Any) -> bytes:
+    # The document says an NDJSON body is text with a record in it. A value of another type
+    # only comes from a negative case ("incorrect type") and has no NDJSON form of its own: it
+    # is sent as a body without records, which the service must refuse.
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
-    if isinstance(value, list):
-        return "".join(json.dumps(item) + "\n" for item in value).encode()
-    return (json.dumps(value) + "\n").encode()
+    return b""
 
 
 def _typed_identifier_value_refused(response: Any) -> bool:

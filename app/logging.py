@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import select
 import sys
 import time
@@ -22,6 +21,7 @@ import structlog
 from structlog.typing import EventDict
 
 from app.config import Settings
+from app.fdio import write_all
 from app.ops.metrics import count_redis_errors
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
@@ -151,8 +151,7 @@ def _write(lines: list[bytes]) -> None:
         stream.write(data.decode())
         stream.flush()
         return
-    while data:
-        data = data[os.write(descriptor, data) :]
+    write_all(descriptor, data)
 
 
 _ACCESS_HEAD = b'{"event":%s,"request_id":' % orjson.dumps(ACCESS_EVENT)

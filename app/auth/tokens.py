@@ -194,13 +194,8 @@ class TokenVerifier:
     def cached(self, token: str) -> Principal | None:
         """The hot path: a token seen before, still unexpired and not revoked."""
         principal = self._verified.get(token)
-        if principal is None:
-            return None
-        if principal.exp <= time.time():
-            self._verified.pop(token, None)
-            raise InvalidTokenError("the access token has expired")
-        if self.revoked.is_revoked(principal):
-            raise InvalidTokenError("the access token has been revoked")
+        if principal is not None:
+            self._refuse_if_dead(principal, self._verified, token)
         return principal
 
     def bearer(self, authorization: bytes) -> Principal | None:
@@ -219,12 +214,18 @@ class TokenVerifier:
                     self._by_header.clear()
                 self._by_header[authorization] = principal
             return principal
+        self._refuse_if_dead(principal, self._by_header, authorization)
+        return principal
+
+    def _refuse_if_dead(
+        self, principal: Principal, cache: dict[Any, Principal], key: str | bytes
+    ) -> None:
+        """Raise for an expired token (forgetting it from ``cache``) or a revoked one."""
         if principal.exp <= time.time():
-            del self._by_header[authorization]
+            cache.pop(key, None)
             raise InvalidTokenError("the access token has expired")
         if self.revoked.is_revoked(principal):
             raise InvalidTokenError("the access token has been revoked")
-        return principal
 
     def kid_of(self, token: str) -> str:
         if len(token) > MAX_TOKEN_BYTES:

@@ -50,6 +50,7 @@ _BASE_HEADERS = ((b"content-type", b"application/json"), (b"vary", b"Accept-Enco
 # Accept-Encoding values already judged (bounded: cleared when full).
 ACCEPT_ENCODINGS_MAX = 1000
 _GZIP_ACCEPTED: dict[bytes, bool] = {}
+_GZIPPED = (b"content-encoding", b"gzip")
 # The headers every answer from a level starts with (built once).
 _HEADERS = {
     level: (*_BASE_HEADERS, (b"x-cache", level.encode())) for level in ("hit", "miss", "stale")
@@ -306,12 +307,7 @@ def _response(
             if entry is not None:
                 entry.gzipped = zipped
         body = zipped
-        headers = [
-            *_HEADERS[level],
-            id_header,
-            (b"content-encoding", b"gzip"),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers = [*_HEADERS[level], id_header, _GZIPPED, (b"content-length", b"%d" % len(body))]
     else:
         headers = [*_HEADERS[level], id_header, (b"content-length", b"%d" % len(body))]
     return (

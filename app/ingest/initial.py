@@ -45,29 +45,13 @@ class InitialLoad:
             # that running the file again would not restore.
             await session.execute(text("SET LOCAL synchronous_commit = off"))
             await session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
-            # Look before locking: an import into a database in use must not queue an
-            # exclusive lock, which every enrich lookup would then wait behind.
-            if await session.scalar(EXISTS):
-                await session.rollback()
-                await session.close()
-                return None
-            await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
-            try:
-                await session.execute(text("LOCK TABLE identifiers IN ACCESS EXCLUSIVE MODE"))
-            except DBAPIError:  # busy after all: load the ordinary way
-                await session.rollback()
-                await session.close()
-                return None
-            await session.execute(text("SET LOCAL lock_timeout = 0"))
-            if await session.scalar(EXISTS):  # written to between the look and the lock
-                await session.rollback()
-                await session.close()
+            if not await _lock_if_empty(session):
+                await _give_up(session)
                 return None
             await session.execute(text(f"ALTER TABLE identifiers DROP CONSTRAINT {PRIMARY_KEY}"))
             await session.execute(text(f"DROP INDEX {PROFILE_INDEX}"))
         except BaseException:
-            await session.rollback()
-            await session.close()
+            await _give_up(session)
             raise
         return cls(session)
 
@@ -98,3 +82,26 @@ class InitialLoad:
     async def abandon(self) -> None:
         await self.session.rollback()
         await self.session.close()
+
+
+async def _lock_if_empty(session: AsyncSession) -> bool:
+    """Take the identifiers table if it is empty; False (the lock not held) if not, or busy.
+
+    Look before locking: an import into a database in use must not queue an exclusive lock,
+    which every enrich lookup would then wait behind.
+    """
+    if await session.scalar(EXISTS):
+        return False
+    await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
+    try:
+        await session.execute(text("LOCK TABLE identifiers IN ACCESS EXCLUSIVE MODE"))
+    except DBAPIError:  # busy after all: load the ordinary way
+        return False
+    await session.execute(text("SET LOCAL lock_timeout = 0"))
+    return not await session.scalar(EXISTS)  # written to between the look and the lock
+
+
+async def _give_up(session: AsyncSession) -> None:
+    """Release whatever the session holds (the ordinary import route takes over)."""
+    await session.rollback()
+    await session.close()

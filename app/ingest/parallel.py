@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from app.fdio import read_exactly, write_all
 from app.ingest.readers import Format, ImportFileError, Item
 from app.ingest.store_pg import (
     EVENT_COLUMNS,
@@ -188,27 +189,7 @@ def decode(payload: bytes) -> list[Item]:
 
 def _send(fd: int, kind: str, payload: bytes, position: int) -> None:
     frame = pickle.dumps((kind, payload, position), protocol=pickle.HIGHEST_PROTOCOL)
-    _write_all(fd, len(frame).to_bytes(8, "big") + frame)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until all of it is out: a pipe write that a signal interrupts (a stopped
-    and continued process, a profiler attaching) returns having written only part."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    """``size`` bytes from ``fd``, or fewer only at the end of the stream."""
-    chunks = []
-    while size > 0:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+    write_all(fd, len(frame).to_bytes(8, "big") + frame)
 
 
 def main(argv: list[str]) -> None:
@@ -254,11 +235,11 @@ class ProcessReader:
         self._in = read_end
 
     def receive(self) -> tuple[str, bytes, int]:
-        head = _read_exactly(self._in, 8)
+        head = read_exactly(self._in, 8)
         if len(head) < 8:
             return ("fatal", b"the reader process stopped", 0)
         size = int.from_bytes(head, "big")
-        frame = _read_exactly(self._in, size)
+        frame = read_exactly(self._in, size)
         if len(frame) < size:
             return ("fatal", b"the reader process stopped", 0)
         message: tuple[str, bytes, int] = pickle.loads(frame)

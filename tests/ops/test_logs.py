@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.logging import FLUSH_SECONDS
-from tests.conftest import AppFactory, ClientMaker, RunningApp
+from tests.conftest import AppFactory, ClientMaker, OAuthClient, RunningApp
 from tests.ops.conftest import ENRICH, GUEST, fetch_token
 
 
@@ -35,14 +35,22 @@ async def flushed(app: RunningApp) -> None:
     await asyncio.sleep(FLUSH_SECONDS * 2)
 
 
+async def token_then_quiet(
+    app: RunningApp, client: OAuthClient, capfd: pytest.CaptureFixture[str]
+) -> str:
+    """A token for ``client``, with what getting it logged already written and discarded."""
+    token = await fetch_token(app.http, client)
+    await flushed(app)
+    capfd.readouterr()
+    return token
+
+
 class TestAccessLine:
     async def test_one_json_line_per_request_with_what_ops_needs(
         self, json_app: RunningApp, capfd: pytest.CaptureFixture[str], make_client: ClientMaker
     ) -> None:
         client = await make_client("profiles:read")
-        token = await fetch_token(json_app.http, client)
-        await flushed(json_app)
-        capfd.readouterr()
+        token = await token_then_quiet(json_app, client, capfd)
         headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "req-from-caller-1"}
         first = await json_app.http.post(ENRICH, json=GUEST, headers=headers)
         second = await json_app.http.get(
@@ -71,9 +79,7 @@ class TestAccessLine:
         self, json_app: RunningApp, capfd: pytest.CaptureFixture[str], make_client: ClientMaker
     ) -> None:
         client = await make_client("profiles:read")
-        token = await fetch_token(json_app.http, client)
-        await flushed(json_app)
-        capfd.readouterr()
+        token = await token_then_quiet(json_app, client, capfd)
         given = ['say "hi"', "back\\slash", "caf\u00e9-\u00ff", "{}[],:"]
         for request_id in given:
             headers = {"Authorization": f"Bearer {token}", "X-Request-ID": request_id}

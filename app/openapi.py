@@ -47,6 +47,19 @@ _AUTHENTICATE = {
 _RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
 }
+_RATE_LIMIT = {
+    **_RETRY_AFTER,
+    "RateLimit-Limit": {
+        "description": "the client's requests per second",
+        "schema": {"type": "string"},
+    },
+    "RateLimit-Remaining": {"description": "requests left now: 0", "schema": {"type": "string"}},
+    "RateLimit-Reset": {
+        "description": "seconds until a request is let in",
+        "schema": {"type": "string"},
+    },
+    "RateLimit-Policy": {"description": "`<rate>;w=1;burst=<burst>`", "schema": {"type": "string"}},
+}
 # status -> (description, example error, example detail, headers)
 CATALOG: dict[int, tuple[str, str, str, dict[str, Any]]] = {
     400: (
@@ -62,7 +75,8 @@ CATALOG: dict[int, tuple[str, str, str, dict[str, Any]]] = {
         _AUTHENTICATE,
     ),
     403: (
-        "The token lacks the operation's scope (named in `WWW-Authenticate`)",
+        "The token lacks the operation's scope (insufficient_scope, the scope named in "
+        "`WWW-Authenticate`), or the client may not call from this address (forbidden)",
         "insufficient_scope",
         "the token lacks the profiles:read scope",
         _AUTHENTICATE,
@@ -92,7 +106,12 @@ CATALOG: dict[int, tuple[str, str, str, dict[str, Any]]] = {
         "body.identifiers: Field required",
         {},
     ),
-    429: ("Too many requests", "too_many_requests", "retry later", _RETRY_AFTER),
+    429: (
+        "The client's rate limit is exceeded (`enrich clients limit`)",
+        "too_many_requests",
+        "the client's rate limit is exceeded; retry later",
+        _RATE_LIMIT,
+    ),
     503: (
         "Profile data is unavailable right now (the database did not answer in time)",
         "service_unavailable",
@@ -104,7 +123,13 @@ PROTECTED = (400, 401, 403)
 
 
 def errors(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for these error statuses; ``s404="..."`` overrides a description."""
+    """OpenAPI ``responses`` for these error statuses; ``s404="..."`` overrides a description.
+
+    An operation that takes a token (401) also answers 429: every authorized request counts
+    against the client's rate limit.
+    """
+    if 401 in statuses and 429 not in statuses:
+        statuses = (*statuses, 429)
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         description, code, detail, headers = CATALOG[status]

@@ -82,11 +82,37 @@ _TOKEN_PARAM_BODY = _form_body(
     ["token"],
     {"token": "eyJ...", "token_type_hint": "access_token"},
 )
+_NO_STORE_HEADERS = {
+    name: {"description": f"`{value}`", "schema": {"type": "string"}}
+    for name, value in NO_STORE.items()
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OAuthErrorResponse, "description": "invalid_request, invalid_scope, ..."},
-    401: {"model": OAuthErrorResponse, "description": "invalid_client"},
+    401: {
+        "model": OAuthErrorResponse,
+        "description": "invalid_client: unknown client, wrong secret, or disabled",
+        "headers": {
+            "WWW-Authenticate": {
+                "description": 'when HTTP Basic was used: `Basic realm="enrich", charset="UTF-8"`',
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    403: {
+        "model": OAuthErrorResponse,
+        "description": "access_denied: the client may not call from this address (its allowlist)",
+    },
     413: {"model": OAuthErrorResponse, "description": "the form is too large"},
-    429: {"model": OAuthErrorResponse, "description": "too many failed authentications"},
+    429: {
+        "model": OAuthErrorResponse,
+        "description": "too many failed authentications",
+        "headers": {
+            "Retry-After": {
+                "description": "seconds until the lockout ends",
+                "schema": {"type": "string"},
+            }
+        },
+    },
 }
 
 
@@ -238,7 +264,15 @@ async def token(request: Request, service: ServiceDep, _: ClientAuthDoc) -> JSON
 
 @router.post(
     "/oauth/revoke",
-    responses={**_ERRORS, 200: {"description": "revoked, or nothing to revoke"}},
+    # RFC 7009 2.2: the answer is a bare 200; it has no body, so no media type.
+    response_class=Response,
+    responses={
+        **_ERRORS,
+        200: {
+            "description": "revoked, or nothing to revoke (no body)",
+            "headers": _NO_STORE_HEADERS,
+        },
+    },
     openapi_extra=_TOKEN_PARAM_BODY,
     summary="Revoke an access token",
 )

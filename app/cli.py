@@ -11,12 +11,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
 from app.exceptions import AppError
+from app.ops.cli import print_listing
 from app.ops.cli import register as register_ops_commands
 from app.qa.cli import postman
 
@@ -137,17 +137,21 @@ def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    table = Table("client_id", "name", "scopes", "disabled", "created_at", "rotated_at")
-    for row in rows:
-        table.add_row(
-            row["client_id"],
-            row["name"],
-            " ".join(row["scopes"]),
-            str(row["disabled"]),
-            row["created_at"],
-            row["rotated_at"] or "",
-        )
-    console.print(table)
+    print_listing(
+        console,
+        ("client_id", "name", "scopes", "disabled", "created_at", "rotated_at"),
+        (
+            (
+                row["client_id"],
+                row["name"],
+                " ".join(row["scopes"]),
+                str(row["disabled"]),
+                row["created_at"],
+                row["rotated_at"] or "",
+            )
+            for row in rows
+        ),
+    )
 
 
 @clients_app.command("rotate")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +19,29 @@ from app.ops.audit import cli_actor, current_actor
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+# Control characters that would split a plain line or column, written as escapes instead.
+_PLAIN_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def print_listing(console: Console, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A table for people at a terminal; for a pipe, one tab-separated line per row.
+
+    Read through a pipe rich sizes a table to 80 columns and cuts values (``enr_91edc8…``), so
+    ``grep`` or ``cut`` could not find a client: there every value is printed whole, after a
+    header line. At a terminal long values are folded onto more lines, never cut.
+    """
+    if not console.is_terminal:
+        for line in (columns, *rows):
+            typer.echo("\t".join(value.translate(_PLAIN_ESCAPES) for value in line))
+        return
+    table = Table(*columns)
+    for column in table.columns:
+        column.overflow = "fold"
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -125,11 +150,20 @@ def audit(
         for row in rows:
             typer.echo(json.dumps(row, default=str))
         return
-    table = Table("at", "actor", "action", "target", "details")
-    for row in rows:
-        details = " ".join(f"{k}={v}" for k, v in row["details"].items())
-        table.add_row(str(row["at"]), row["actor"], row["action"], row["target"] or "", details)
-    console.print(table)
+    print_listing(
+        console,
+        ("at", "actor", "action", "target", "details"),
+        (
+            (
+                str(row["at"]),
+                row["actor"],
+                row["action"],
+                row["target"] or "",
+                " ".join(f"{k}={v}" for k, v in row["details"].items()),
+            )
+            for row in rows
+        ),
+    )
 
 
 def _as_cli_user() -> None:

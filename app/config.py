@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=2000, ge=1)
     shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=300)
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0, le=600)
+    # Who may read /docs, /redoc and /openapi.json (see docs_access).
+    docs: Literal["auto", "public", "admin", "off"] = "auto"
 
     # Where the migrations live (found automatically when unset).
     migrations_dir: str | None = None
@@ -113,6 +115,13 @@ class Settings(BaseSettings):
     @property
     def token_issuer(self) -> str:
         return (self.issuer or self.public_url).rstrip("/")
+
+    @property
+    def docs_access(self) -> Literal["public", "admin", "off"]:
+        """ENRICH_DOCS, with ``auto`` resolved: off in production, public elsewhere."""
+        if self.docs == "auto":
+            return "off" if self.environment == "production" else "public"
+        return self.docs
 
     @property
     def is_sqlite(self) -> bool:

@@ -205,11 +205,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # request an environment lookup even when nothing is configured.
         telemetry={"tracing": False, "metrics": False, "logs": False},
         swagger_ui_init_oauth={"clientId": "", "usePkceWithAuthorizationCodeGrant": False},
-        # Served from the package (app/docs_ui.py), not a CDN: /docs works offline.
+        # Served by app/docs_ui.py as ENRICH_DOCS says, with the assets from the package (not
+        # a CDN: /docs works offline) and a Content-Security-Policy.
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )
-    install_docs(app)
+    install_docs(app, settings.docs_access)
     app.state.settings = settings
     install_handlers(app)
 

@@ -34,9 +34,27 @@ const page = context.pages()[0] ?? (await context.newPage());
 page.setDefaultTimeout(20000);
 const failedRequests = [];
 page.on("requestfailed", (request) => failedRequests.push(request.url()));
+// Whatever the pages' Content-Security-Policy refused: each is a part of a page that broke.
+// But one: ReDoc's sidebar shows Redocly's logo from their CDN, and hides it when it does not
+// load; the policy keeps that request to another host from being made.
+const EXPECTED_REFUSALS = ["https://cdn.redoc.ly/redoc/logo-mini.svg"];
+const refused = [];
 page.on("console", (message) => {
-  if (message.type() === "error") log(`console: ${message.text()}`);
+  const text = message.text();
+  if (message.type() === "error") log(`console: ${text}`);
+  if (/Content Security Policy/i.test(text) && !EXPECTED_REFUSALS.some((url) => text.includes(url))) {
+    refused.push(text);
+  }
 });
+// Violations the console may not show (in workers, or reported only as events).
+await context.addInitScript(() => {
+  document.addEventListener("securitypolicyviolation", (event) =>
+    console.error(`Content Security Policy: ${event.violatedDirective} ${event.blockedURI}`),
+  );
+});
+function checkPolicy(where) {
+  if (refused.length) throw new Error(`${where}: the Content Security Policy refused ${refused.join(" | ")}`);
+}
 
 let status = 0;
 try {
@@ -98,6 +116,15 @@ try {
     clip: { x: top.x, y: top.y, width: top.width, height: bottom.y + bottom.height - top.y + 8 },
   });
   log(`screenshot: ${env.SCREENSHOT}`);
+  checkPolicy("/docs");
+
+  // ReDoc renders the same document under the same policy.
+  log(`open ${env.BASE_URL}/redoc`);
+  await page.goto(`${env.BASE_URL}/redoc`, { waitUntil: "networkidle" });
+  await page.locator(".api-content h1", { hasText: "enrich" }).first().waitFor();
+  await page.locator("[data-section-id] h2", { hasText: "Issue an access token" }).first().waitFor();
+  checkPolicy("/redoc");
+  log("redoc rendered");
 } catch (error) {
   status = 1;
   log(`FAILED: ${error.stack || error}`);

@@ -55,4 +55,5 @@ class TestSwaggerUi:
             f"{done.stdout}\n{done.stderr}\nscreenshot of the failure: {failure}"
         )
         assert "answered 200" in done.stdout
+        assert "redoc rendered" in done.stdout
         assert SCREENSHOT.stat().st_size > 10_000

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     bulk_max_body_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     bulk_max_records: int = Field(default=10_000, ge=1)
     answer_max_chars: int = Field(default=8000, ge=500)
+    # How far ahead of this server's clock an event's occurred_at may be (more: 422).
+    event_max_clock_skew_seconds: float = Field(default=300.0, ge=0, le=86_400)
     default_phone_region: str = "US"
     log_level: str = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
@@ -40,8 +41,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         413,
         422,
         s400="An invalid identifier (type or value), no identifier with a value, or malformed JSON",
-        s409="The identifiers belong to two different profiles",
-        s422="A missing or invalid member (a purchase needs `data.amount`)",
+        s409="The identifiers belong to two different profiles, or this client already used "
+        "the `event_id` for another event",
+        s422="A missing or invalid member (a purchase needs `data.amount`), an `occurred_at` "
+        "too far in the future, or a purchase that would take `order_count` or "
+        "`lifetime_value` past the largest value it holds",
     ),
 }
 _EXAMPLES: dict[str, dict[str, Any]] = {
@@ -68,25 +72,36 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
     responses=_RESPONSES,
     summary="Record an event",
     description="""Record an event once, as a Triggered Experience destination sends it: 202
-after it is committed; a repeated `event_id` answers 200 with `duplicate: true` and changes
-nothing (also after the profile was erased), so retries never double-count.
+after it is committed; a repeat of the same event (same `event_id`, same body) answers 200
+with `duplicate: true` and changes nothing (also after the profile was erased), so retries
+never double-count. Event ids are each client's own: another client's event with the same
+id is a different event; the same client's `event_id` with another body is a 409 that tells
+nothing about the first.
 
 A `purchase` (with `data.amount`, a number or a plain decimal string, and `data.currency`)
 adds to `order_count` and `lifetime_value` and moves `last_order_at` to its `occurred_at`;
-every event moves `last_event_at`. An event for an unknown guest creates the profile; its
-identifiers join the profile the first known one belongs to.
+every event moves `last_event_at`. A purchase that would take `lifetime_value` past 1e14 (or
+`order_count` past 2147483647) is refused with 422 and not recorded. An `occurred_at` more
+than `ENRICH_EVENT_MAX_CLOCK_SKEW_SECONDS` (300) ahead of the server's clock is a 422. An
+event for an unknown guest creates the profile; its identifiers join the profile the first
+known one belongs to.
 
 Scope: `events:write`.""",
 )
 async def post_event(
-    _: EventsWrite,
+    caller: EventsWrite,
     event: Annotated[EventIn, Body(openapi_examples=_EXAMPLES)],
     runtime: RuntimeDep,
     write: WriteDep,
 ) -> JSONResponse:
     """Record an event once."""
-    service = EventService(write.session, runtime.settings.default_phone_region)
-    ack, touched = await service.record(event)
+    settings = runtime.settings
+    service = EventService(
+        write.session,
+        settings.default_phone_region,
+        max_clock_skew=timedelta(seconds=settings.event_max_clock_skew_seconds),
+    )
+    ack, touched = await service.record(caller.client_id, event)
     write.touched(touched)
     return JSONResponse(ack.model_dump(), status_code=200 if ack.duplicate else 202)
 

@@ -1,50 +1,82 @@
-"""Event rules: idempotency by event_id, identity binding, atomic metric updates."""
+"""Event rules: idempotency by (client, event_id), identity binding, atomic bounded metrics."""
 
 from __future__ import annotations
 
+import hashlib
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import orjson
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.events.repository import EventRepository
+from app.events.repository import MAX_LIFETIME_VALUE, MAX_ORDER_COUNT, EventRepository
 from app.events.schemas import EventAck, EventIn
-from app.exceptions import ConflictError
+from app.exceptions import AppError, ConflictError
 from app.models import Event
 from app.models.base import utcnow
+from app.models.profiles import ANY_CLIENT
 from app.profiles.identity import IdentifierError, Key, write_keys
 from app.profiles.repository import ProfileRepository
-from app.profiles.schemas import as_utc
+from app.profiles.schemas import as_utc, iso
 from app.profiles.service import ATTEMPTS, ProfileService
 
 
+class MetricLimitError(AppError):
+    """A purchase that would take a metric past the largest value it holds."""
+
+    status_code = 422
+    code = "validation_error"
+
+
+def digest(event: EventIn, keys: list[Key]) -> str:
+    """SHA-256 (hex) of the event in a canonical form: what a retry of it always repeats.
+
+    Identifiers as normalized keys in order of value, ``type`` in lower case, ``occurred_at``
+    in UTC (or null: the time of receipt is not part of the event), ``data`` with sorted keys;
+    so member order, letter case and spelling of the same values make no difference.
+    """
+    canonical = {
+        "event_id": event.event_id,
+        "type": event.type,
+        "identifiers": sorted(keys),
+        "occurred_at": iso(event.occurred_at) if event.occurred_at else None,
+        "data": event.data,
+    }
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 class EventService:
-    def __init__(self, session: AsyncSession, region: str) -> None:
+    def __init__(self, session: AsyncSession, region: str, *, max_clock_skew: timedelta) -> None:
         self.events = EventRepository(session)
         self.profiles = ProfileService(session, region)
         self.repo = ProfileRepository(session)
         self.region = region
+        self.max_clock_skew = max_clock_skew
 
-    async def record(self, event: EventIn) -> tuple[EventAck, set[Key]]:
+    async def record(self, client_id: str, event: EventIn) -> tuple[EventAck, set[Key]]:
         """Apply a new event, or recognise a repeat; return the ack and the touched keys."""
         keys = write_keys(event.identifiers, self.region)
         if not keys:
             raise IdentifierError("the event needs at least one identifier with a value")
         received_at = utcnow()
         occurred_at = as_utc(event.occurred_at) if event.occurred_at else received_at
-        if not await self.events.claim(event.event_id, received_at):
-            # A repeat changes nothing; its profile's keys are still refreshed so that a
-            # retry after a failed invalidation heals the caches.
-            owner = await self.events.profile_of(event.event_id)
-            touched = set(await self.repo.keys_of(owner)) if owner else set()
-            ack = EventAck(duplicate=True, event_id=event.event_id, profile_id=_text(owner))
-            return ack, touched
+        self._check_not_ahead(occurred_at, received_at)
+        fingerprint = digest(event, keys)
+        if not await self.events.claim(client_id, event.event_id, fingerprint, received_at):
+            return await self._repeat(client_id, event.event_id, fingerprint)
         for _ in range(ATTEMPTS):
             bound = await self.profiles.bind(keys)
             if await self.events.apply(bound.profile_id, occurred_at, event.amount, received_at):
                 break
+            await self._check_room(bound.profile_id, event.amount)
             # The profile was erased between resolving and updating: resolve again.
         else:
             raise ConflictError("the profile changed while this event was applied; retry it")
         await self.events.add(
             Event(
+                client_id=client_id,
                 event_id=event.event_id,
                 profile_id=bound.profile_id,
                 type=event.type,
@@ -56,6 +88,55 @@ class EventService:
         touched = set(await self.repo.keys_of(bound.profile_id))
         ack = EventAck(duplicate=False, event_id=event.event_id, profile_id=str(bound.profile_id))
         return ack, touched
+
+    def _check_not_ahead(self, occurred_at: datetime, received_at: datetime) -> None:
+        """Refuse a time further ahead than clocks disagree: it would pin last_event_at."""
+        if occurred_at > received_at + self.max_clock_skew:
+            seconds = int(self.max_clock_skew.total_seconds())
+            message = f"occurred_at is more than {seconds} s ahead of the server's clock"
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("body", "occurred_at"), "msg": message}]
+            )
+
+    async def _repeat(
+        self, client_id: str, event_id: str, fingerprint: str
+    ) -> tuple[EventAck, set[Key]]:
+        """A repeat changes nothing: the same event is a duplicate, another one a 409.
+
+        The duplicate of this client's own event names the profile its first answer named
+        (unless it was erased), and refreshes that profile's keys so that a retry after a
+        failed invalidation heals the caches. An id processed before ids were per client stays
+        a duplicate for everyone, naming no profile: this client may not have sent it.
+        """
+        earlier = await self.events.earlier(client_id, event_id)
+        if ANY_CLIENT in earlier:
+            return EventAck(duplicate=True, event_id=event_id, profile_id=None), set()
+        if earlier.get(client_id) != fingerprint:
+            raise ConflictError(
+                "this event_id was already used for another event: a repeat must be the same "
+                "event, a new event needs a new event_id"
+            )
+        owner = await self.events.profile_of(client_id, event_id)
+        touched = set(await self.repo.keys_of(owner)) if owner else set()
+        ack = EventAck(duplicate=True, event_id=event_id, profile_id=_text(owner))
+        return ack, touched
+
+    async def _check_room(self, profile_id: uuid.UUID, amount: Decimal | None) -> None:
+        """After an event did not apply: 422 if a bound refused it (else it was erased)."""
+        totals = await self.events.totals(profile_id)
+        if totals is None or amount is None:
+            return
+        count, value = totals
+        if count >= MAX_ORDER_COUNT:
+            metric, largest = "order_count", str(MAX_ORDER_COUNT)
+        elif value + amount > MAX_LIFETIME_VALUE:
+            metric, largest = "lifetime_value", "1e14"
+        else:
+            return  # changed meanwhile: try again
+        raise MetricLimitError(
+            f"the purchase would take metrics.{metric} past {largest}, the largest it holds; "
+            "the event was not recorded"
+        )
 
 
 def _text(value: object | None) -> str | None:

@@ -45,9 +45,16 @@ class Identifier(Base):
     __table_args__ = (Index("ix_identifiers_profile_id", "profile_id"),)
 
 
+# Event ids are scoped per client: two clients may use the same id for different events.
+# Rows kept from before that (when ids were global) carry this client_id instead of a real one,
+# and stay duplicates for every client (see EventRepository.claim).
+ANY_CLIENT = "*"
+
+
 class Event(Base):
     __tablename__ = "events"
 
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     profile_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("profiles.id", ondelete="CASCADE")
@@ -61,9 +68,14 @@ class Event(Base):
 
 
 class ProcessedEvent(Base):
-    """Every event_id ever accepted; survives erasure so a retried event stays a duplicate."""
+    """Every (client, event_id) ever accepted, with a digest of the event; survives erasure so
+    a retried event stays a duplicate and a reused id with another body stays a conflict."""
 
     __tablename__ = "processed_events"
 
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # SHA-256 (hex) of the canonical event (EventIn.digest), never the event itself; NULL on
+    # rows from before digests were kept.
+    digest: Mapped[str | None] = mapped_column(String(64), default=None)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)

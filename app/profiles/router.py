@@ -7,8 +7,10 @@ from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Body, Path, Request, Response
+from pydantic import BaseModel, ConfigDict
 from starlette.convertors import StringConvertor, register_url_convertor
 
+from app.auth.tokens import Principal
 from app.dependencies import ProfilesRead, ProfilesWrite, RuntimeDep, SessionDep
 from app.exceptions import AppError
 from app.ingest.bulk import upsert_documents
@@ -20,7 +22,7 @@ from app.profiles.identity import Key, path_key
 from app.profiles.invalidation import WriteDep
 from app.profiles.patterns import TYPE_NAME_PATTERN
 from app.profiles.schemas import BulkOutcome, BulkRecord, ProfileDocument, ProfileRead
-from app.profiles.service import ProfileService
+from app.profiles.service import ProfileService, WriteResult
 from app.responses import JSONResponse
 
 router = APIRouter(prefix="/v1/profiles", tags=["Profiles"])
@@ -37,6 +39,31 @@ RESOURCE = "/{id_type}/{id_value:anytext}"
 PATCH_TYPES = ("application/merge-patch+json", "application/json")
 SCOPE_READ = "\n\nScope: `profiles:read`."
 SCOPE_WRITE = "\n\nScope: `profiles:write`."
+WRITE_ANSWER = """
+
+The answer is the whole profile for a client that also has `profiles:read`; a client with only
+`profiles:write` gets its `profile_id` and `version`, so that a write is never a read."""
+
+
+class ProfileWritten(BaseModel):
+    """What a write answers a client without ``profiles:read``: which profile, which version."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"profile_id": "1b0e8c8a-4c1f-4b7e-9d54-2f1e9a3c7d10", "version": 2}]
+        }
+    )
+
+    profile_id: str
+    version: int
+
+
+def write_answer(caller: Principal, result: WriteResult) -> dict[str, Any]:
+    """The profile as a write answers it: whole only for a caller that may read it."""
+    if "profiles:read" in caller.scopes:
+        return result.view
+    return {"profile_id": result.view["profile_id"], "version": result.view["version"]}
+
 
 # Each operation's examples name the profile a Postman run works on in order: the demo guest
 # for reads, Jane (created by PUT, patched, then erased) for writes.
@@ -202,12 +229,12 @@ async def get_profile(
 
 @router.put(
     RESOURCE,
-    response_model=ProfileRead,
+    response_model=ProfileRead | ProfileWritten,
     status_code=200,
     responses={
         200: {"description": "replaced", "content": _PROFILE_CONTENT},
         201: {
-            "model": ProfileRead,
+            "model": ProfileRead | ProfileWritten,
             "description": "created",
             "headers": {
                 "Location": {"description": "the profile's URL", "schema": {"type": "string"}}
@@ -225,10 +252,11 @@ Identifiers are added (the path's included, when the body does not name it), nev
 PATCH removes one. An identifier that belongs to another profile is a 409; the body naming
 another value of the path's type is a 400. Every worker's enrich cache forgets the profile
 before the answer is sent."""
+    + WRITE_ANSWER
     + SCOPE_WRITE,
 )
 async def put_profile(
-    _: ProfilesWrite,
+    caller: ProfilesWrite,
     id_type: IdType,
     id_value: Annotated[str, id_value(JANE)],
     document: Annotated[ProfileDocument, Body(openapi_examples=_PUT_EXAMPLES)],
@@ -240,14 +268,15 @@ async def put_profile(
     service = ProfileService(write.session, runtime.settings.default_phone_region)
     result = await service.put(key, document)
     write.touched(result.touched)
+    answer = write_answer(caller, result)
     if result.created:
-        return JSONResponse(result.view, status_code=201, headers={"Location": _location(key)})
-    return JSONResponse(result.view)
+        return JSONResponse(answer, status_code=201, headers={"Location": _location(key)})
+    return JSONResponse(answer)
 
 
 @router.patch(
     RESOURCE,
-    response_model=ProfileRead,
+    response_model=ProfileRead | ProfileWritten,
     responses={
         200: {"description": "the patched profile", "content": _PROFILE_CONTENT},
         **errors(
@@ -271,10 +300,11 @@ async def put_profile(
 `"identifiers": {"phone": null}` removes the phone; a value replaces that type's value. Only
 the metrics the patch names are written, so a patch never overwrites counts that purchase
 events move concurrently. 404 when no profile has the path's identifier."""
+    + WRITE_ANSWER
     + SCOPE_WRITE,
 )
 async def patch_profile(
-    _: ProfilesWrite,
+    caller: ProfilesWrite,
     id_type: IdType,
     id_value: Annotated[str, id_value(JANE)],
     request: Request,
@@ -297,7 +327,7 @@ async def patch_profile(
     service = ProfileService(write.session, runtime.settings.default_phone_region)
     result = await service.patch(key, patch)
     write.touched(result.touched)
-    return JSONResponse(result.view)
+    return JSONResponse(write_answer(caller, result))
 
 
 @router.delete(

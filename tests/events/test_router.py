@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Backend, TokenMaker
+from tests.conftest import AppFactory, Backend, TokenMaker
 
 
 def purchase(event_id: str, amount: object = "10.00", **extra: Any) -> dict[str, Any]:
@@ -91,17 +92,18 @@ class TestPostEvent:
     async def test_other_events_move_only_last_event_at(
         self, http: httpx.AsyncClient, headers: dict[str, str]
     ) -> None:
-        await http.post("/v1/events", json=purchase("e-1"), headers=headers)
+        bought = purchase("e-1", occurred_at="2026-11-01T00:00:00Z")
+        await http.post("/v1/events", json=bought, headers=headers)
         view = {
             "event_id": "v-1",
             "type": "page_view",
             "identifiers": {"guest_ref": "g-1"},
-            "occurred_at": "2999-01-01T00:00:00Z",
+            "occurred_at": "2026-11-02T00:00:00Z",
         }
         assert (await http.post("/v1/events", json=view, headers=headers)).status_code == 202
         after = await metrics(http, headers)
         assert after["order_count"] == 1
-        assert after["last_event_at"] == "2999-01-01T00:00:00Z"
+        assert after["last_event_at"] == "2026-11-02T00:00:00Z"
         assert after["last_order_at"] != after["last_event_at"]
 
     async def test_occurred_at_defaults_to_receipt(
@@ -203,3 +205,148 @@ class TestConcurrentEvents:
         codes = sorted(r.status_code for r in responses)
         assert codes == [200] * 49 + [202]
         assert (await metrics(http, headers))["order_count"] == 1
+
+
+async def as_client(token_for: TokenMaker, scopes: str = "events:write") -> dict[str, str]:
+    """Authorization for a new client of its own."""
+    return {"Authorization": f"Bearer {await token_for(scopes)}"}
+
+
+class TestEventIds:
+    async def test_same_id_and_body_is_a_duplicate_of_the_first_answer(
+        self, http: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        event = purchase("e-1", occurred_at="2026-11-01T10:00:00Z")
+        first = await http.post("/v1/events", json=event, headers=headers)
+        assert first.status_code == 202
+        # The same event, its members in another order and its identifiers spelled otherwise.
+        again = {
+            "data": {"currency": "EUR", "amount": "10.00"},
+            "identifiers": {"email": "Jane@Example.com", "guest_ref": "g-1"},
+            "occurred_at": "2026-11-01T11:00:00+01:00",
+            "type": "Purchase",
+            "event_id": "e-1",
+        }
+        repeat = await http.post("/v1/events", json=again, headers=headers)
+        assert repeat.status_code == 200, repeat.text
+        assert repeat.json() == {**first.json(), "duplicate": True}
+        assert (await metrics(http, headers))["order_count"] == 1
+
+    async def test_same_id_with_another_body_is_409_and_reveals_nothing(
+        self, http: httpx.AsyncClient, headers: dict[str, str], token_for: TokenMaker
+    ) -> None:
+        writer = await as_client(token_for)
+        first = await http.post("/v1/events", json=purchase("e-1"), headers=writer)
+        assert first.status_code == 202
+        other = {
+            "event_id": "e-1",
+            "type": "page_view",
+            "identifiers": {"guest_ref": "g-2"},
+            "data": {"page": "/"},
+        }
+        for body in (purchase("e-1", "11.00"), other):
+            response = await http.post("/v1/events", json=body, headers=writer)
+            assert response.status_code == 409, response.text
+            answer = response.json()
+            assert set(answer) == {"error", "detail"}
+            assert answer["error"] == "conflict"
+            for secret in (first.json()["profile_id"], "jane", "g-1", "10.0", "EUR"):
+                assert secret not in response.text.lower()
+        assert (await metrics(http, headers))["order_count"] == 1
+        unknown = await http.get("/v1/profiles/guest_ref/g-2", headers=headers)
+        assert unknown.status_code == 404
+
+    async def test_ids_are_scoped_per_client(
+        self, http: httpx.AsyncClient, headers: dict[str, str], token_for: TokenMaker
+    ) -> None:
+        one, two = await as_client(token_for), await as_client(token_for)
+        first = await http.post("/v1/events", json=purchase("ord-1"), headers=one)
+        # Another client's event with the same id is its own event, whatever its body.
+        other = purchase("ord-1", "5.00")
+        other["identifiers"] = {"guest_ref": "g-2"}
+        second = await http.post("/v1/events", json=other, headers=two)
+        assert (first.status_code, second.status_code) == (202, 202)
+        assert second.json()["profile_id"] != first.json()["profile_id"]
+        # Each client's repeat is a duplicate of its own event, and tells only its own profile.
+        repeat = await http.post("/v1/events", json=other, headers=two)
+        assert repeat.status_code == 200
+        assert repeat.json()["profile_id"] == second.json()["profile_id"]
+        own = await http.post("/v1/events", json=purchase("ord-1"), headers=one)
+        assert own.status_code == 200
+        assert own.json()["profile_id"] == first.json()["profile_id"]
+        assert (await metrics(http, headers))["order_count"] == 1
+
+    async def test_after_erasure_a_changed_retry_is_still_refused(
+        self, http: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        await http.post("/v1/events", json=purchase("e-1"), headers=headers)
+        assert (await http.delete("/v1/profiles/guest_ref/g-1", headers=headers)).status_code == 204
+        changed = await http.post("/v1/events", json=purchase("e-1", "12.00"), headers=headers)
+        assert changed.status_code == 409
+        gone = await http.get("/v1/profiles/guest_ref/g-1", headers=headers)
+        assert gone.status_code == 404
+
+
+class TestEventValues:
+    """Sums stay within what the metrics document (1e14); time stays near the present."""
+
+    async def test_a_purchase_past_the_largest_lifetime_value_is_422_and_changes_nothing(
+        self, http: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        document = {"metrics": {"lifetime_value": 99_999_999_999_990, "order_count": 3}}
+        put = await http.put("/v1/profiles/guest_ref/g-1", json=document, headers=headers)
+        assert put.status_code == 201, put.text
+        before = await metrics(http, headers)
+        # Each would go on past 1e14 (and, on PostgreSQL, past what NUMERIC(20, 4) holds).
+        for n in range(3):
+            response = await http.post(
+                "/v1/events", json=purchase(f"big-{n}", 100_000_000_000_000), headers=headers
+            )
+            assert response.status_code == 422, response.text
+            assert response.json()["error"] == "validation_error"
+            assert "lifetime_value" in response.json()["detail"]
+        assert await metrics(http, headers) == before
+        # Up to the bound is fine, and the refused ids were not used up.
+        fits = await http.post("/v1/events", json=purchase("big-0", "10"), headers=headers)
+        assert fits.status_code == 202, fits.text
+        assert (await metrics(http, headers))["lifetime_value"] == 1e14
+
+    async def test_an_order_count_past_its_largest_value_is_422(
+        self, http: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        document = {"metrics": {"order_count": 2**31 - 1}}
+        await http.put("/v1/profiles/guest_ref/g-1", json=document, headers=headers)
+        response = await http.post("/v1/events", json=purchase("e-1"), headers=headers)
+        assert response.status_code == 422, response.text
+        assert "order_count" in response.json()["detail"]
+        assert (await metrics(http, headers))["order_count"] == 2**31 - 1
+
+    @pytest.mark.parametrize("kind", ["purchase", "page_view"])
+    async def test_an_event_from_the_far_future_is_422_and_changes_nothing(
+        self, http: httpx.AsyncClient, headers: dict[str, str], kind: str
+    ) -> None:
+        await http.post(
+            "/v1/events", json=purchase("e-0", occurred_at="2026-11-01T00:00:00Z"), headers=headers
+        )
+        before = await metrics(http, headers)
+        event = {**purchase("e-1", occurred_at="9999-12-31T23:59:59Z"), "type": kind}
+        response = await http.post("/v1/events", json=event, headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "validation_error"
+        assert "occurred_at" in response.text
+        assert await metrics(http, headers) == before
+
+    async def test_a_small_clock_skew_is_accepted_and_the_skew_is_a_setting(
+        self, app_factory: AppFactory, token_for: TokenMaker, http: httpx.AsyncClient
+    ) -> None:
+        ahead = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
+        headers = await as_client(token_for, "profiles:read events:write")
+        accepted = await http.post(
+            "/v1/events", json=purchase("e-1", occurred_at=ahead), headers=headers
+        )
+        assert accepted.status_code == 202, accepted.text
+        strict = await app_factory(event_max_clock_skew_seconds=0)
+        refused = await strict.http.post(
+            "/v1/events", json=purchase("e-2", occurred_at=ahead), headers=headers
+        )
+        assert refused.status_code == 422, refused.text

@@ -224,6 +224,7 @@ class TestErasure:
             assert owner is not None
             session.add(
                 Event(
+                    client_id="test",
                     event_id=str(uuid.uuid4()),
                     profile_id=owner,
                     type="purchase",

@@ -19,12 +19,16 @@ from app.config import Settings
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """Build the engine for PostgreSQL (asyncpg) or the embedded SQLite file."""
+    """Build the engine for PostgreSQL (asyncpg) or the embedded SQLite file.
+
+    Every engine hides the parameters of its statements in errors: an error's text would
+    otherwise carry the values (an email, a trait) to wherever it is printed.
+    """
     url = make_url(settings.database_url)
     if settings.is_sqlite:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 15})
+        engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 15})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     connect_args: dict[str, Any] = {"server_settings": {"application_name": "enrich"}}
@@ -39,6 +43,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=False,
         connect_args=connect_args,
+        hide_parameters=True,
     )
     event.listen(engine.sync_engine, "checkout", _discard_closed)
     return engine

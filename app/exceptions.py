@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sqlite3
+from typing import Any, cast
 
-import structlog
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import exc as sa_exc
@@ -72,26 +73,84 @@ class BodyTooLargeError(StarletteHTTPException):
         self.limit = limit
 
 
-log = structlog.get_logger(__name__)
+# -- database errors ------------------------------------------------------------------------
+# Every database error gets its answer here, whichever driver raised it and whether or not
+# SQLAlchemy wrapped it (the bulk store talks to asyncpg directly): see ``database_answer``.
 
-# What a database that is down, restarting or unreachable raises: SQLAlchemy's wrappers of
-# driver errors, its pool timeout, and what asyncpg's connect raises as it is (refused, reset,
-# timed out). They are answered 503 with Retry-After, like any other dependency outage.
-DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+# PostgreSQL error classes that mean "not now": 08 connection exception, 53 insufficient
+# resources (too many connections), 57 operator intervention (shutting down, starting up,
+# statement timeout, canceled).
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+# Another transaction was in the way: lock_not_available (lock_timeout), serialization_failure,
+# deadlock_detected. The same request a moment later succeeds.
+BUSY_SQLSTATES = frozenset({"55P03", "40001", "40P01"})
+# Integrity errors that are a concurrent writer's doing (the other checks are bugs):
+# unique_violation and foreign_key_violation (a row removed while it was referenced).
+CONFLICT_SQLSTATES = frozenset({"23505", "23503"})
+# SQLite's names for the same two cases (sqlite3 errors carry ``sqlite_errorname``).
+SQLITE_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+SQLITE_CONFLICTS = frozenset(
+    {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_FOREIGNKEY"}
+)
+# What a database that is down, restarting or unreachable raises apart from the above:
+# SQLAlchemy's wrappers of connection failures (SQLite's are all OperationalError: locked,
+# busy, disk I/O, cannot open), its pool timeout, asyncpg's closed-connection errors, and what
+# a connect raises as it is (refused, reset, timed out).
+UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,
+    sqlite3.OperationalError,
     OSError,
     TimeoutError,
 )
 
-# PostgreSQL error classes: 08 connection exception, 53 insufficient resources (too many
-# connections), 57 operator intervention (shutting down, starting up, statement timeout).
-UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception behind SQLAlchemy's wrappers, else ``exc`` itself."""
+    inner: BaseException = exc
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        inner = exc.orig
+    # SQLAlchemy's asyncpg adapter raises its own Error, caused by asyncpg's.
+    cause = inner.__cause__
+    if isinstance(cause, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return cast(BaseException, cause)  # asyncpg has no types: mypy sees Any
+    return inner
 
 
-def _sqlstate(exc: sa_exc.DBAPIError) -> str:
-    return str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+def sqlstate(exc: BaseException) -> str:
+    """The error's SQLSTATE (PostgreSQL) or result code name (SQLite), or ""."""
+    driver = driver_error(exc)
+    code = getattr(driver, "sqlstate", None) or getattr(driver, "pgcode", None)
+    if code is None and isinstance(driver, sqlite3.Error):
+        code = getattr(driver, "sqlite_errorname", None)  # set on errors SQLite raised
+    return str(code or "")
+
+
+def database_unavailable() -> ServiceUnavailableError:
+    return ServiceUnavailableError("the database cannot serve this now; retry shortly")
+
+
+def database_answer(exc: BaseException) -> AppError | None:
+    """The documented answer to a database error: 503 with Retry-After when the database cannot
+    serve now, 409 when a concurrent write got in the way; None for anything else (a bug)."""
+    code = sqlstate(exc)
+    if code[:2] in UNAVAILABLE_SQLSTATE_CLASSES or code in BUSY_SQLSTATES:
+        return database_unavailable()
+    if code.startswith(SQLITE_BUSY):
+        return database_unavailable()
+    if code in CONFLICT_SQLSTATES or code in SQLITE_CONFLICTS:
+        return ConflictError("a concurrent write changed the same data; retry it")
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return database_unavailable()
+    driver = driver_error(exc)
+    if isinstance(driver, asyncpg.PostgresError):
+        return None  # an error the server reported about this statement: a bug
+    if isinstance(driver, asyncpg.InterfaceError) and not isinstance(driver, ValueError):
+        return database_unavailable()  # a closed connection (a ValueError: bad arguments)
+    if isinstance(exc, UNAVAILABLE_TYPES) or isinstance(driver, UNAVAILABLE_TYPES):
+        return database_unavailable()
+    return None
 
 
 _HTTP_CODES = {
@@ -142,26 +201,6 @@ def install_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
-
-    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database.unavailable", error=type(exc).__name__)
-        error = ServiceUnavailableError("the database cannot be reached now; retry shortly")
-        return JSONResponse(
-            error_body(error.code, error.message), status_code=503, headers=error.headers
-        )
-
-    async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
-        # Any other driver error is a bug (500), unless the connection died under it or the
-        # server says it cannot serve now (starting up, shutting down, too many connections).
-        if isinstance(exc, sa_exc.DBAPIError) and (
-            exc.connection_invalidated or _sqlstate(exc)[:2] in UNAVAILABLE_SQLSTATE_CLASSES
-        ):
-            return await _database_unavailable(request, exc)
-        raise exc
-
-    for kind in DATABASE_UNAVAILABLE:
-        app.add_exception_handler(kind, _database_unavailable)
-    app.add_exception_handler(sa_exc.DBAPIError, _driver_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

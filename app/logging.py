@@ -13,7 +13,10 @@ import logging
 import select
 import sys
 import time
+import traceback
 from contextvars import ContextVar
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -21,6 +24,7 @@ import structlog
 from structlog.typing import EventDict
 
 from app.config import Settings
+from app.exceptions import driver_error, sqlstate
 from app.fdio import write_all
 from app.ops.metrics import count_redis_errors
 
@@ -36,6 +40,84 @@ _LEVELS = {"critical": 50, "exception": 40, "error": 40, "warn": 30, "warning": 
 def short_hash(value: str) -> str:
     """A short, stable stand-in for an identifier in logs and the audit log."""
     return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+# -- exceptions in logs -----------------------------------------------------------------------
+# An exception's message is never logged, at any level: a database error's text holds the
+# statement's values (an email, a trait), asyncpg's argument errors quote the value itself, and
+# validation errors quote the input. A line says what failed by type, SQLSTATE and the frames it
+# was raised through (file, line, function: code, not data).
+
+_APP_DIR = Path(__file__).resolve().parent
+_ROOT = str(_APP_DIR.parent) + "/"
+# Frames named on a line: the service's own, then the innermost (where it was raised).
+FRAMES_MAX = 12
+
+
+def _frame_name(filename: str, line: int, function: str) -> str:
+    if filename.startswith(_ROOT):
+        filename = filename[len(_ROOT) :]
+    else:
+        filename = filename.rpartition("site-packages/")[2]
+    return f"{filename}:{line} {function}"
+
+
+def _frames(exc: BaseException) -> list[str]:
+    walked = [
+        (f.f_code.co_filename, line, f.f_code.co_name)
+        for f, line in traceback.walk_tb(exc.__traceback__)
+    ]
+    if not walked:
+        return []
+    ours = [frame for frame in walked[:-1] if frame[0].startswith(str(_APP_DIR))]
+    chosen = [*ours[-(FRAMES_MAX - 1) :], walked[-1]]
+    return [_frame_name(*frame) for frame in chosen]
+
+
+def exception_fields(exc: BaseException) -> dict[str, Any]:
+    """What a log line says about ``exc``: the type of the error (the driver's own behind
+    SQLAlchemy's wrappers), its SQLSTATE if any, and where it was raised; never its text."""
+    fields: dict[str, Any] = {"error": type(driver_error(exc)).__name__}
+    code = sqlstate(exc)
+    if code:
+        fields["sqlstate"] = code
+    fields["frames"] = _frames(exc)
+    return fields
+
+
+def _exception_of(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple):
+        return exc_info[1] if len(exc_info) > 1 else None
+    return sys.exc_info()[1] if exc_info else None
+
+
+def _exception_without_text(_logger: Any, _name: str, event: EventDict) -> EventDict:
+    """structlog's ``format_exc_info`` without the message: ``log.exception(...)`` anywhere
+    gives the exception's type, SQLSTATE and frames."""
+    exc = _exception_of(event.pop("exc_info", None))
+    if exc is not None:
+        for name, value in exception_fields(exc).items():
+            event.setdefault(name, value)
+    return event
+
+
+class _NoTextFormatter(logging.Formatter):
+    """Standard-library records (SQLAlchemy's pool, asyncio, uvicorn) with an exception get
+    its type, SQLSTATE and frames, not its text."""
+
+    def formatException(
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        exc = ei[1]
+        if exc is None:
+            return ""
+        fields = exception_fields(exc)
+        code = f" sqlstate={fields['sqlstate']}" if "sqlstate" in fields else ""
+        return f"{fields['error']}{code} at " + " <- ".join(reversed(fields["frames"]))
 
 
 def _add_request_id(_logger: Any, _name: str, event: EventDict) -> EventDict:
@@ -218,7 +300,7 @@ def configure_logging(settings: Settings) -> None:
             _add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
+            _exception_without_text,
             renderer,
         ],
         # Warnings always reach the processors, so Redis failures are counted at any level.
@@ -226,4 +308,6 @@ def configure_logging(settings: Settings) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_NoTextFormatter("%(message)s"))
+    logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler])

@@ -8,10 +8,11 @@ import secrets
 import time
 
 import orjson
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.exceptions import BodyTooLargeError
-from app.logging import FLUSH_SECONDS, AccessLog, AccessRecord, request_id_var
+from app.exceptions import AppError, BodyTooLargeError, InternalError, database_answer
+from app.logging import FLUSH_SECONDS, AccessLog, AccessRecord, exception_fields, request_id_var
 from app.ops.guard import CLIENT_ID_KEY
 from app.ops.metrics import ROUTE_UNMATCHED, RequestMetrics
 from app.ops.network import FORWARDED_KEY, NetworkSet, forwarded_client
@@ -82,6 +83,48 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+log = structlog.get_logger(__name__)
+
+
+async def answer_unhandled(exc: Exception, scope: Scope, send: Send, *, started: bool) -> None:
+    """Answer an exception no handler took, and log it as one line.
+
+    A database error gets its documented answer (``database_answer``: 503 with Retry-After,
+    409); anything else is a bug: 500. The line names the error's type, SQLSTATE and frames,
+    the request id, method and route; never the error's text (a statement's values). The
+    exception goes no further: the server would log it again, text and all.
+    """
+    fields = exception_fields(exc)
+    where = {"method": scope.get("method"), "route": route_template(scope)}
+    answer: AppError | None = database_answer(exc)
+    if answer is None:
+        log.error("request.failed", **where, **fields)
+        answer = InternalError()
+    else:
+        del fields["frames"]  # expected: the type says it
+        event = "database.unavailable" if answer.status_code == 503 else "database.conflict"
+        log.warning(event, **where, **fields)
+    if started:
+        return  # too late for an answer: the server closes the connection
+    body = orjson.dumps({"error": answer.code, "detail": answer.message})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (answer.headers or {}).items()]
+    await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (set by the router), for logs and metrics."""
+    route = scope.get("route")
+    if route is None:
+        return ROUTE_UNMATCHED
+    template: str = getattr(route, "path_format", ROUTE_UNMATCHED)
+    return template
 
 
 # Request ids: random per process, then counted (32 hex digits). They need to be unique, not
@@ -226,12 +269,14 @@ class AccessMiddleware:
         access.forward(scope, forwarded)
         token = request_id_var.set(request_id)
         id_header = (b"x-request-id", request_id.encode("latin-1"))
-        status = 500  # an exception that escapes becomes a 500 outside this middleware
+        status = 500  # until an answer says otherwise
+        started_response = False
         cache: str | None = None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, cache
+            nonlocal status, cache, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 headers = message.get("headers", [])
                 for name, value in headers:
@@ -242,14 +287,12 @@ class AccessMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            await answer_unhandled(exc, scope, send_with_id, started=started_response)
         finally:
             request_id_var.reset(token)
             if access.recording:
-                route = scope.get("route")
-                template = ROUTE_UNMATCHED
-                if route is not None:
-                    template = getattr(route, "path_format", ROUTE_UNMATCHED)
-                access.record(scope, request_id, template, status, started, cache)
+                access.record(scope, request_id, route_template(scope), status, started, cache)
 
     def _flushing_at_shutdown(self, send: Send) -> Send:
         access = self.access

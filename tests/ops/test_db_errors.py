@@ -248,10 +248,10 @@ class TestOverlappingBulks:
         headers = {**await bearer_headers(service, backend.database_url), **NDJSON}
         statuses: list[int] = []
         async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as http:
-            for round_ in range(4):
+            for round_ in range(3):
                 records = [
                     {"identifiers": {"email": f"r{i}@example.com"}, "traits": {"round": round_}}
-                    for i in range(3000)
+                    for i in range(2000)
                 ]
                 body = b"".join(orjson.dumps(r) + b"\n" for r in records)
                 answers = await asyncio.gather(
@@ -263,5 +263,5 @@ class TestOverlappingBulks:
                     if response.status_code == 503:
                         assert response.headers["retry-after"].isdigit()
                         assert response.json()["error"] == "service_unavailable"
-        assert 200 in statuses or 503 in statuses
+        assert len(statuses) == 12
         assert_no_values(service)

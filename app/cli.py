@@ -208,9 +208,11 @@ def import_(
     ] = None,
 ) -> None:
     """Bulk-load profiles from CSV or NDJSON; bad lines are reported, the rest still load."""
+    import asyncpg
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.ingest.terminal import print_report, run_import
+    from app.logging import exception_fields
 
     try:
         report = run_import(
@@ -224,8 +226,13 @@ def import_(
     except AppError as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
-    except (SQLAlchemyError, OSError) as exc:
-        err.print(f"[red]error:[/red] database: {type(exc).__name__}: {exc}", highlight=False)
+    except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # By type and SQLSTATE: a database error's text may hold a record's values.
+        fields = exception_fields(exc)
+        said = " ".join(str(fields[name]) for name in ("error", "sqlstate") if name in fields)
+        if isinstance(exc, OSError):
+            said += f": {exc}"  # refused, unreachable: no values
+        err.print(f"[red]error:[/red] database: {said}", highlight=False)
         raise typer.Exit(1) from exc
     print_report(report, console, err)
     if report.rows and not report.loaded:

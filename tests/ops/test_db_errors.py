@@ -10,90 +10,36 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
 import pytest
-from sqlalchemy import text
 
-from app.config import Settings
-from app.db import create_engine
 from tests.conftest import AppFactory, Backend, TokenMaker
+from tests.fixtures.refusals import (  # noqa: F401  (fixture)
+    EMAIL,
+    NEVER_LOGGED,
+    REFUSED_EVENT,
+    REFUSED_SOURCE,
+    TRAIT,
+    refusing_triggers,
+)
 from tests.fixtures.servers import ServiceFactory
 from tests.fixtures.service import Service, bearer_headers
 
 on_postgres = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
-# Values that must never reach a log line: an identifier and a trait value of the write.
-EMAIL = "leak.canary.4711@example.com"
-TRAIT = "trait-canary-0815"
-REFUSED_SOURCE = "refused-by-trigger"
-REFUSED_EVENT = "refused_by_trigger"
 PROFILE = f"/v1/profiles/email/{EMAIL}"
 NDJSON = {"Content-Type": "application/x-ndjson"}
-
-# A bug inside the database, as a trigger that refuses some rows: the statement fails with
-# SQLAlchemy's whole text (statement and parameters) in the exception's message.
-TRIGGERS = f"""
-CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'refused by the test trigger';
-END $$;
-CREATE TRIGGER test_refuse_profiles BEFORE INSERT OR UPDATE ON profiles FOR EACH ROW
-    WHEN (NEW.source = '{REFUSED_SOURCE}') EXECUTE FUNCTION test_refuse();
-CREATE TRIGGER test_refuse_events BEFORE INSERT ON events FOR EACH ROW
-    WHEN (NEW.type = '{REFUSED_EVENT}') EXECUTE FUNCTION test_refuse();
-"""
-DROP_TRIGGERS = """
-DROP TRIGGER IF EXISTS test_refuse_profiles ON profiles;
-DROP TRIGGER IF EXISTS test_refuse_events ON events;
-DROP FUNCTION IF EXISTS test_refuse();
-"""
-
-
-SQLITE_TRIGGER = f"""
-CREATE TRIGGER test_refuse_profiles BEFORE INSERT ON profiles
-WHEN NEW.source = '{REFUSED_SOURCE}'
-BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END
-"""
-
-
-async def run_sql(backend: Backend, *statements: str) -> None:
-    engine = create_engine(Settings(_env_file=None, database_url=backend.database_url))  # type: ignore[call-arg]
-    try:
-        async with engine.begin() as connection:
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 def dsn(backend: Backend) -> str:
     return backend.database_url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-@pytest.fixture
-async def refusing_triggers(backend: Backend) -> AsyncIterator[None]:
-    """Triggers that refuse some writes, on either backend (removed after the test)."""
-    if backend.name == "sqlite":
-        await run_sql(backend, SQLITE_TRIGGER)
-        try:
-            yield
-        finally:
-            await run_sql(backend, "DROP TRIGGER IF EXISTS test_refuse_profiles")
-        return
-    connection = await asyncpg.connect(dsn(backend), timeout=10)
-    try:
-        await connection.execute(TRIGGERS)
-        yield
-    finally:
-        await connection.execute(DROP_TRIGGERS)
-        await connection.close()
-
-
+@pytest.mark.usefixtures("refusing_triggers")
 class TestRefusedWriteInProcess:
     async def test_a_json_500_and_one_line_that_names_the_type(
         self,
@@ -101,7 +47,6 @@ class TestRefusedWriteInProcess:
         app_factory: AppFactory,
         token_for: TokenMaker,
         capfd: pytest.CaptureFixture[str],
-        refusing_triggers: None,
     ) -> None:
         app = await app_factory(log_format="json")
         headers = {"Authorization": f"Bearer {await token_for()}"}
@@ -113,7 +58,7 @@ class TestRefusedWriteInProcess:
             "detail": "an unexpected error occurred; it has been logged",
         }
         err = capfd.readouterr().err
-        for value in (EMAIL, TRAIT, "parameters", "Traceback", "refused by the test trigger"):
+        for value in NEVER_LOGGED:
             assert value not in err, err
         lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         line = next(r for r in lines if r["event"] == "request.failed")
@@ -164,7 +109,7 @@ async def logged(service: Service, event: str, request_id: str) -> dict[str, Any
 
 def assert_no_values(service: Service) -> None:
     text = service.log_text()
-    for value in (EMAIL, TRAIT, "parameters", "Traceback", "refused by the test trigger"):
+    for value in NEVER_LOGGED:
         assert value not in text, f"{value!r} was logged:\n{text}"
 
 
@@ -174,9 +119,10 @@ async def put_profile(http: httpx.AsyncClient, headers: dict[str, str]) -> httpx
 
 
 @on_postgres
+@pytest.mark.usefixtures("refusing_triggers")
 class TestRefusedWrites:
     async def test_a_write_the_database_refuses_is_a_json_500_logged_by_type_only(
-        self, backend: Backend, services: ServiceFactory, refusing_triggers: None
+        self, backend: Backend, services: ServiceFactory
     ) -> None:
         service = await start(services, backend)
         headers = await bearer_headers(service, backend.database_url)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -211,3 +213,38 @@ class TestOverlappingBulks:
                         assert response.json()["error"] == "service_unavailable"
         assert len(statuses) == 12
         assert_no_values(service)
+
+
+# Logs an exception whose text holds a value through structlog and through a standard-library
+# logger (as SQLAlchemy's pool and asyncio do), with the service's logging configuration.
+LOG_EXCEPTIONS = f"""
+import logging, structlog
+from app.config import Settings
+from app.logging import configure_logging
+configure_logging(Settings(_env_file=None, log_format="json", log_level="INFO"))
+try:
+    raise ValueError("invalid input for query argument $1: {EMAIL!r}")
+except ValueError:
+    structlog.get_logger("t").exception("something.failed")
+    logging.getLogger("sqlalchemy.pool").error("Exception during reset", exc_info=True)
+"""
+
+
+class TestExceptionsInAnyLogLine:
+    def test_type_and_frames_but_never_the_text(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-c", LOG_EXCEPTIONS],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert EMAIL not in result.stderr
+        structured, *plain = result.stderr.strip().splitlines()
+        line = json.loads(structured)
+        assert line["event"] == "something.failed"
+        assert line["error"] == "ValueError"
+        (frame,) = line["frames"]  # where it was raised: file, line, function
+        assert frame.startswith("<string>:")
+        assert frame.endswith(" <module>")
+        assert plain == ["Exception during reset", f"ValueError at {frame}"]

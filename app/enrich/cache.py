@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import orjson
 import redis.asyncio as redis
 import structlog
+from redis.asyncio.connection import parse_url
 
 from app.cache import RedisCache
 from app.caching.breaker import CircuitBreaker
@@ -446,4 +447,8 @@ class RemoteInvalidator:
 
 
 def invalidation_channel(settings: Settings) -> str:
-    return f"{settings.redis_prefix}enrich:invalidate"
+    """The deployment's channel: pub/sub ignores database numbers, so two deployments with
+    one prefix in two databases of one Redis would share a channel named after the prefix."""
+    dsn = settings.redis_dsn
+    database = parse_url(dsn).get("db", 0) if dsn else 0
+    return f"{settings.redis_prefix}enrich:invalidate:db{database}"

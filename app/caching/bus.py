@@ -67,12 +67,16 @@ REGISTRATION_MARGIN = 1.5
 ACK_KEY_SECONDS = 60
 MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
 
-# Register (or renew) ARGV[1] until Redis's now + ARGV[2] seconds; forget lapsed members.
+# Register (or renew) ARGV[1] until Redis's now + ARGV[2] seconds; forget lapsed members and
+# the process's former ones (ARGV[3...]: an unregistration lost with its connection).
 REGISTER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+for i = 3, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+end
 redis.call('EXPIRE', KEYS[1], 86400)
 """
 # The members registered now, other than ARGV[1], that have not acknowledged KEYS[2] yet.
@@ -116,6 +120,7 @@ class InvalidationBus:
         self._member: bytes | None = None
         self._trusted_until = 0.0
         self._renewal: asyncio.Task[None] | None = None
+        self._former: deque[bytes] = deque(maxlen=4)  # this process's earlier member ids
         self._chores: set[asyncio.Task[None]] = set()
         self._members_key = f"{channel}:members"
         if client is not None:
@@ -209,7 +214,7 @@ class InvalidationBus:
         sent = time.monotonic()
         async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
             await self._register_script(
-                keys=[self._members_key], args=[member, REGISTRATION_SECONDS]
+                keys=[self._members_key], args=[member, REGISTRATION_SECONDS, *self._former]
             )
         if member == self._member:
             self._trusted_until = sent + REGISTRATION_SECONDS - REGISTRATION_MARGIN
@@ -227,6 +232,7 @@ class InvalidationBus:
         renewal, self._renewal = self._renewal, None
         if member is None or self.client is None:
             return
+        self._former.append(member)
         client = self.client
 
         async def unregister() -> None:

@@ -238,3 +238,43 @@ class TestDelivery:
         bus = running.runtime.enrich_cache.bus
         assert bus.listening
         assert len(running.runtime.enrich_cache.l1) == 1
+
+
+async def eventually(condition: Any, what: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+class TestMembership:
+    async def test_a_worker_that_stopped_does_not_hold_writes_up(
+        self, app_factory: AppFactory, backend: Backend
+    ) -> None:
+        writer = await app_factory(cache_invalidation_ack_ms=ACK_MS)
+        gone_gen = start_app(backend.settings(cache_invalidation_ack_ms=ACK_MS))
+        gone = await gone_gen.__anext__()
+        assert gone.runtime.enrich_cache.bus.listening
+        await gone_gen.aclose()
+        response, took = await timed(
+            writer.http.put("/v1/profiles/crm_id/C-1", json={}, headers=await write_headers(writer))
+        )
+        assert response.status_code == 201
+        assert took < WELL_BEFORE_THE_ACK_TIMEOUT
+
+    async def test_a_worker_whose_registration_lapses_stops_answering_from_l1(
+        self, running: RunningApp
+    ) -> None:
+        """Writers stop waiting for a member whose registration lapsed: it must not answer
+        from an L1 that may have missed their invalidations, until it is registered again."""
+        bus = running.runtime.enrich_cache.bus
+        assert bus.listening
+        register = bus._register_script
+
+        async def unreachable(**_: Any) -> None:
+            raise redis.ConnectionError("registration refused")
+
+        bus._register_script = unreachable  # type: ignore[assignment]
+        await eventually(lambda: not bus.listening, "the worker went deaf")
+        bus._register_script = register
+        await eventually(lambda: bus.listening, "the worker listens again")

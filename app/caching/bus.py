@@ -13,7 +13,8 @@ member id in the deployment's database (renewed every ``RENEW_SECONDS``, lapsing
 ``REGISTRATION_SECONDS``) before it counts as listening, and acknowledges under that id. A
 writer waits for the members registered when its message went out, not for however many
 clients PUBLISH reached: a stranger's subscriber cannot hold writes up, nor see who was written.
-A process whose registration may have lapsed (writers stop waiting for it) counts as deaf.
+A process whose registration may have lapsed (writers stop waiting for it) answers nothing
+from L1 until it is renewed.
 
 A frozen Redis (accepting connections, answering nothing) does not close the subscription, so
 being subscribed is not enough: each process pings Redis over its subscription every
@@ -59,11 +60,11 @@ RECONNECT_SECONDS = 5.0
 SUBSCRIBE_TIMEOUT = 1.0
 # A member's registration lasts this long (Redis's clock) unless renewed. A process that
 # stops without leaving (killed) costs writes the ack timeout until it lapses.
-REGISTRATION_SECONDS = 5.0
+REGISTRATION_SECONDS = 10.0
 RENEW_SECONDS = 1.0
 # The process stops trusting its registration this long before it lapses: writers may stop
 # waiting for it only after it stopped answering from L1.
-REGISTRATION_MARGIN = 1.5
+REGISTRATION_MARGIN = 3.0
 ACK_KEY_SECONDS = 60
 MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -316,10 +317,11 @@ class InvalidationBus:
                     if self.listening:
                         log.warning("cache.redis_silent", seconds=round(silent_for, 3))
                     self._deaf()
-                if now >= self._trusted_until:
-                    if self.listening:
-                        log.warning("cache.registration_lapsing")
-                    self._deaf()
+                if now >= self._trusted_until and self.listening:
+                    # Writers may stop waiting for this process, which still hears them (so
+                    # it misses nothing, and L2 stays trusted): only L1 waits for a renewal.
+                    log.warning("cache.registration_lapsing")
+                    self.listening = False
                 if silent_for > RECONNECT_SECONDS:
                     raise ConnectionError("Redis does not answer on the subscription")
         finally:

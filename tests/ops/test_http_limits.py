@@ -171,6 +171,23 @@ class TestHeaderLimits:
         assert_refused(answer, 431, "request_header_fields_too_large")
         assert "16384" in answer.json()["detail"]
 
+    async def test_a_head_of_exactly_the_limit_passes_and_one_byte_more_is_431(
+        self, services: ServiceFactory, backend: Backend
+    ) -> None:
+        service = await start(services, backend, max_header_bytes="4096")
+
+        def head_of(size: int) -> bytes:
+            bare = request_head(headers=[("Connection", "close"), ("X-Pad", "")])
+            return request_head(
+                headers=[("Connection", "close"), ("X-Pad", "p" * (size - len(bare)))]
+            )
+
+        assert len(head_of(4096)) == 4096
+        assert parse(await one_request(service, head_of(4096))).status == 200
+        refused = parse(await one_request(service, head_of(4097)))
+        assert_refused(refused, 431, "request_header_fields_too_large")
+        assert "4096" in refused.json()["detail"]
+
     async def test_a_64_mb_header_is_refused_before_it_is_read(
         self, services: ServiceFactory, backend: Backend, record_property: RecordProperty
     ) -> None:

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     answer_max_chars: int = Field(default=8000, ge=500)
     # How far ahead of this server's clock an event's occurred_at may be (more: 422).
     event_max_clock_skew_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    max_header_fields: int = Field(default=100, ge=10, le=10_000)
+    max_url_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
     default_phone_region: str = "US"
     log_level: str = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"

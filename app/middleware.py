@@ -9,6 +9,7 @@ import time
 
 import orjson
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.exceptions import AppError, BodyTooLargeError, InternalError, database_answer
@@ -65,6 +66,8 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await _too_large(send, limit)
+        except ClientDisconnect:
+            pass  # the caller left (or stalled and was cut) mid-body: nobody to answer
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -1,5 +1,8 @@
-"""uvicorn's httptools protocol with one write per response instead of two.
+"""uvicorn's httptools protocol with one write per response instead of two, and limits on what a
+caller may send before the application sees a request.
 
+One write per response
+----------------------
 uvicorn writes the status line and headers as soon as the application sends
 ``http.response.start``, then the body in a second ``write``. On a socket with TCP_NODELAY each
 write is a system call and a TCP segment of its own, and the client wakes up twice. For an
@@ -13,15 +16,34 @@ one wake-up (worth ~20 % of L1-hit throughput over writing each answer at once).
 server is handling just one request there is nothing to batch with, and the second write sends
 both parts at once. Nothing waits longer than the current iteration; closing or aborting the
 connection flushes (or drops) what is pending first, in order.
+
+Limits (``HttpLimits``)
+-----------------------
+httptools has no limit of its own on a request head, and it joins the pieces of a header that
+arrives in several reads by copying (``+=``): a 64 MB header line cost ~3 CPU seconds, growing
+faster than its length. Here the bytes of a head are counted as they are read, and the parser
+is never fed past the limit: a longer head is answered 431, more header fields than allowed
+431, a longer URL 414, all with the service's JSON error and ``Connection: close``. A head must
+be whole within a timeout of its first byte (or of the connection, for a caller that sends
+nothing), and a body may not stall longer than another: uvicorn only times out idle kept-alive
+connections between requests (``timeout_keep_alive``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sized
+from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+import orjson
+import structlog
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+log = structlog.get_logger(__name__)
 
 
 class CoalescingTransport:
@@ -83,13 +105,44 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What a caller may send before the application sees its request (settings ``ENRICH_*``)."""
+
+    max_header_bytes: int = 16_384  # request line, header fields and the blank line
+    max_header_fields: int = 100
+    max_url_bytes: int = 8192
+    header_timeout: float = 10.0  # seconds from a head's first byte (or the connection) to its end
+    body_timeout: float = 10.0  # seconds a body may go without a byte while it is awaited
+
+
+class Refusal(Exception):
+    """A request answered by the protocol itself, after which the connection closes.
+
+    Raised in a parser callback it stops httptools at once (it comes back as the
+    ``__context__`` of ``HttpParserCallbackError``).
+    """
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
 # How long an idle kept-alive connection stays open after the server is told to stop.
 IDLE_CLOSE_GRACE_SECONDS = 0.05
+# After a refusal the connection is half-closed and what the caller still sends is read and
+# dropped, so a caller that sends its whole request before it reads gets the answer rather
+# than a reset: up to LINGER_BYTES, then nothing more is read; after LINGER_SECONDS (or when
+# the caller closes) the connection closes.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` writing through a ``CoalescingTransport``, and closing idle
-    connections a moment after a shutdown begins rather than at once.
+    """``HttpToolsProtocol`` writing through a ``CoalescingTransport``, enforcing ``HttpLimits``,
+    and closing idle connections a moment after a shutdown begins rather than at once.
 
     uvicorn closes a kept-alive connection that has no request in progress the moment it
     shuts down. A request its client sent just before (still in the socket, not read yet)
@@ -97,9 +150,66 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     connection stays open for ``IDLE_CLOSE_GRACE_SECONDS`` (uvicorn waits 0.1 s after asking
     its connections to shut down anyway): a request that arrives meanwhile is answered with
     ``Connection: close``, then the connection closes.
+
+    ``enrich serve`` passes the limits from the settings (``functools.partial``: the protocol
+    class must stay importable for uvicorn's worker processes).
     """
 
+    # The limits' state in slots: uvicorn's 28 attributes nearly fill the 30 keys CPython
+    # shares between instances' dicts, past which every attribute read of the protocol is
+    # slower (in a parse benchmark on a busy machine, slots took ~0.5 us a request off).
+    __slots__ = (
+        "_body_seen",
+        "_body_timer",
+        "_dropped",
+        "_head_begun",
+        "_head_read",
+        "_head_timer",
+        "_linger_timer",
+        "_message_ended",
+        "_reading_head",
+        "_refused",
+        "limits",
+    )
+
     _stopping = False
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: HttpLimits | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits or HttpLimits()
+        self._reading_head = True  # the next bytes read belong to a request head
+        self._head_begun = False  # a head has begun and not ended
+        self._message_ended = False  # a request ended during the current parse
+        self._head_read = 0  # bytes of the current head read so far, counted per read
+        self._body_seen = 0.0  # when a byte of the current body last came
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # answered by the protocol: the rest is dropped
+        self._dropped = 0
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        coalescing = CoalescingTransport(transport, self.loop, self.tasks)
+        super().connection_made(coalescing)  # type: ignore[arg-type]
+        # A caller that connects and sends nothing is closed when a head would have been late.
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._body_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = self._linger_timer = None
+        super().connection_lost(exc)
 
     def shutdown(self) -> None:
         self._stopping = True
@@ -115,11 +225,208 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         else:
             self.cycle.keep_alive = False  # a request came in: it closes when answered
 
+    # -- reading ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        if self._refused:
+            self._drop(len(data))
+        elif self._reading_head and self._head_read + len(data) > self.limits.max_header_bytes:
+            self._parse_to_limit(data)
+        else:
+            self._parse(data)
+
+    def _parse_to_limit(self, data: bytes) -> None:
+        """Parse a read that takes the head past the limit if the head does not end in it.
+
+        The head may end within the limit with a body (or the next request) after it: parse
+        up to the limit, and refuse a head that goes on past it.
+        """
+        limit = self.limits.max_header_bytes
+        view = memoryview(data)
+        while self._reading_head and len(view) > limit - self._head_read:
+            room = limit - self._head_read
+            if not self._parse(view[:room]):
+                return
+            if self._reading_head and self._head_read >= limit:
+                self._refuse(too_large(f"The request head is larger than {limit} bytes."))
+                return
+            view = view[room:]
+        if view:
+            self._parse(view)
+
+    def _parse(self, data: bytes | memoryview) -> bool:
+        """Feed the parser, then time what is still to come; False once the connection takes
+        no more requests."""
+        self._message_ended = False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refusal = exc.__context__
+            if not isinstance(refusal, Refusal):
+                refusal = Refusal(400, "bad_request", "The request is not valid HTTP/1.1.")
+            self._refuse(refusal)
+            return False
+        except httptools.HttpParserError:
+            self._refuse(Refusal(400, "bad_request", "The request is not valid HTTP/1.1."))
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        if self._reading_head:
+            if not self._message_ended:  # part of a head, or blank lines that begin none
+                self._head_read += len(data)
+                if self._head_timer is None:
+                    self._time_head()
+            elif self._head_begun and self._head_timer is None:  # the next request's, begun
+                self._time_head()
+            # else, the usual case: whole requests, nothing more to wait for
+        else:  # within a body
+            self._body_seen = self.loop.time()
+            if self._body_timer is None:
+                timeout = self.limits.body_timeout
+                self._body_timer = self.loop.call_later(timeout, self._body_stalled)
+        return True
+
+    def _time_head(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_late)
+
+    # -- parser callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_begun = True
+
     def on_headers_complete(self) -> None:
+        self._reading_head = self._head_begun = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        # What the byte count per read does not see (raised, this stops the parser).
+        limits = self.limits
+        if len(self.url) > limits.max_url_bytes:
+            detail = f"The request's URL is longer than {limits.max_url_bytes} bytes."
+            raise Refusal(414, "uri_too_long", detail)
+        if len(self.headers) > limits.max_header_fields:
+            detail = f"The request has more than {limits.max_header_fields} header fields."
+            raise too_large(detail)
+        if self._message_ended:
+            self._check_head_size()
         super().on_headers_complete()
         if self._stopping and self.cycle is not None:
             self.cycle.keep_alive = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        coalescing = CoalescingTransport(transport, self.loop, self.tasks)
-        super().connection_made(coalescing)  # type: ignore[arg-type]
+    def _check_head_size(self) -> None:
+        """The size of a head that began in the middle of a read, after the end of the request
+        before it (pipelining), which the count per read does not see."""
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            limit = self.limits.max_header_bytes
+            raise too_large(f"The request head is larger than {limit} bytes.")
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_head = self._message_ended = True
+        self._head_read = 0
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+            cycle = self.cycle
+            if cycle.response_complete and self.timeout_keep_alive_task is None:
+                # Answered before its body ended: the body's bytes stopped uvicorn's idle
+                # timeout, and nothing else would start it again.
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+
+    # -- timeouts ---------------------------------------------------------------------------
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self._refused or self.transport.is_closing():
+            return
+        if self._head_begun:
+            seconds = self.limits.header_timeout
+            detail = f"The request head did not arrive within {seconds:g} seconds."
+            self._refuse(Refusal(408, "request_timeout", detail))
+        elif self.cycle is None or self.cycle.response_complete:
+            self.transport.close()  # connected (or answered) and sent no request since
+
+    def _body_stalled(self) -> None:
+        self._body_timer = None
+        if self._reading_head or self._refused or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the application has not taken what came yet
+            self._body_seen = now
+        timeout = self.limits.body_timeout
+        waited = now - self._body_seen
+        if waited < timeout:
+            self._body_timer = self.loop.call_later(timeout - waited, self._body_stalled)
+            return
+        detail = f"The request body stalled: nothing came for {timeout:g} seconds."
+        if self.cycle is not None and not self.cycle.response_started:
+            self._answer_and_close(Refusal(408, "request_timeout", detail))
+        else:
+            self._log_refusal(408, "request_timeout")
+            self._refused = True
+            self.transport.close()
+
+    # -- refusing ---------------------------------------------------------------------------
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer ``refusal`` and close; read nothing more of this connection's requests."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An earlier request on this connection is still being answered (pipelining):
+            # it is the last, and the connection closes after its answer.
+            self._log_refusal(refusal.status, refusal.error)
+            self._refused = True
+            self.cycle.keep_alive = False
+            return
+        self._answer_and_close(refusal)
+
+    def _answer_and_close(self, refusal: Refusal) -> None:
+        self._log_refusal(refusal.status, refusal.error)
+        self._refused = True
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+        body = orjson.dumps({"error": refusal.error, "detail": refusal.detail})
+        content = [STATUS_LINE[refusal.status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body),
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the caller reads the answer, then the end
+        self._linger_timer = self.loop.call_later(LINGER_SECONDS, self._close)
+
+    def _drop(self, size: int) -> None:
+        self._dropped += size
+        if self._dropped > LINGER_BYTES:
+            # Enough: what comes now waits in the kernel until the linger ends. Closing now
+            # would reset the connection, and a caller still sending might lose the answer.
+            self.flow.pause_reading()
+
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _log_refusal(self, status: int, error: str) -> None:
+        client = self.client[0] if self.client else None
+        log.warning("http.refused", status=status, error=error, client=client)
+
+
+def too_large(detail: str) -> Refusal:
+    return Refusal(431, "request_header_fields_too_large", detail)

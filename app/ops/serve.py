@@ -6,9 +6,12 @@ the environment before the library is first imported, in this process and in eve
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,21 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
     return shown
 
 
+def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
+    """The HTTP protocol of every worker: httptools, one write per response, the settings'
+    limits. A ``partial`` of the class (uvicorn pickles it for its worker processes)."""
+    from app.ops.http import CoalescingHttpToolsProtocol, HttpLimits
+
+    limits = HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_header_fields=settings.max_header_fields,
+        max_url_bytes=settings.max_url_bytes,
+        header_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+    )
+    return functools.partial(CoalescingHttpToolsProtocol, limits=limits)
+
+
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     """Run uvicorn; blocks until the server has stopped."""
     metrics_dir, ours = prepare_metrics_dir()
@@ -69,7 +87,6 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from app.logging import configure_logging
-    from app.ops.http import CoalescingHttpToolsProtocol
 
     configure_logging(settings)
     structlog.get_logger(__name__).info(
@@ -88,7 +105,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
             port=port,
             workers=workers,
             loop="uvloop",
-            http=CoalescingHttpToolsProtocol,  # httptools, one write per response
+            http=http_protocol(settings),  # type: ignore[arg-type]  # a partial of the class
+            timeout_keep_alive=settings.keep_alive_seconds,
             access_log=False,  # the service writes its own (see AccessMiddleware)
             proxy_headers=False,  # X-Forwarded-For is read from ENRICH_TRUSTED_PROXIES only
             timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),

@@ -2,13 +2,19 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# The venv is rebuilt from the lock whenever the lock or pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | sha1sum | cut -c1-12)
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+# uv resolves the locks (requirements/README.md): every platform, hashes of every file.
+LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 --native-tls
 
-.PHONY: install run test lint bench-token
+.PHONY: install run test lint lock lock-upgrade bench-token
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	# Exactly the locked versions (their hashes checked), and nothing else: pip sync semantics.
+	$(PIP) --require-hashes --no-deps -r requirements/dev.lock
+	$(PIP) --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +33,16 @@ test: install node_modules/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app
 	$(BIN)/pytest -n 2 --dist loadfile
+
+lock: install
+	$(LOCK) pyproject.toml -o requirements/service.lock
+	$(LOCK) pyproject.toml requirements/build.in --extra dev -c requirements/service.lock \
+		-o requirements/dev.lock
+
+lock-upgrade: install
+	$(LOCK) --upgrade pyproject.toml -o requirements/service.lock
+	$(LOCK) --upgrade pyproject.toml requirements/build.in --extra dev \
+		-c requirements/service.lock -o requirements/dev.lock
 
 lint: install
 	$(BIN)/ruff check .

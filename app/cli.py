@@ -13,9 +13,11 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import __version__
 from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
 from app.exceptions import AppError
+from app.ops.audit import cli_actor, current_actor
 from app.ops.cli import print_listing
 from app.ops.cli import register as register_ops_commands
 from app.qa.cli import postman
@@ -35,6 +37,26 @@ app.command()(postman)
 
 console = Console()
 err = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"enrich {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """enrich: real-time profile enrichment for Sitecore Personalize."""
+    del version  # --version is eager: its callback printed it and exited
+    current_actor.set(cli_actor())  # changes made from the command line are audited as its user
 
 
 def run_in_session(

@@ -43,6 +43,7 @@ from app.ops.state import build_operations
 from app.profiles.router import router as profiles_router
 from app.responses import JSONResponse
 from app.state import Runtime
+from app.versions import check_supported
 
 log = structlog.get_logger(__name__)
 
@@ -194,6 +195,7 @@ class EnrichAPI(FastAPI):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    check_supported()  # a library outside the tested range fails the start, not a request
     settings = settings or get_settings()
     configure_logging(settings)
     app = EnrichAPI(

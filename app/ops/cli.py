@@ -15,7 +15,6 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.ops.audit import cli_actor, current_actor
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -166,13 +165,8 @@ def audit(
     )
 
 
-def _as_cli_user() -> None:
-    current_actor.set(cli_actor())
-
-
 def register(app: typer.Typer, clients_app: typer.Typer) -> None:
-    """Add the commands to ``enrich`` and make changes made from it audited as the CLI user."""
-    app.callback()(_as_cli_user)
+    """Add the commands to ``enrich``."""
     clients_app.command("limit")(clients_limit)
     clients_app.command("allow")(clients_allow)
     app.command("audit")(audit)

@@ -162,6 +162,20 @@ class TestDockerImage:
             copied.update(args.split()[:-1])
         assert needed - copied == set(), "the Dockerfile does not copy these"
 
+    def test_the_phone_data_the_image_drops_is_never_loaded(self) -> None:
+        # The Dockerfile removes phonenumbers' geodata, carrierdata and tzdata.
+        dropped = re.compile(r"phonenumbers\.(geocoder|carrier|timezone)|import (geocoder|carrier)")
+        for path in (ROOT / "app").rglob("*.py"):
+            assert not dropped.search(path.read_text(encoding="utf-8")), path
+        assert "phonenumbers/geodata" in read("Dockerfile")
+
+    def test_the_stack_stops_within_the_drain_time(self) -> None:
+        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        budget = settings.shutdown_drain_seconds + settings.shutdown_timeout_seconds
+        grace = compose_services()["api"]["stop_grace_period"]
+        assert grace.endswith("s")
+        assert float(grace[:-1]) > budget
+
 
 class TestReadme:
     def test_ci_runs_the_readme_test_command(self) -> None:

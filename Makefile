@@ -8,7 +8,7 @@ PIP := $(BIN)/pip install -q --disable-pip-version-check
 # uv resolves the locks (requirements/README.md): every platform, hashes of every file.
 LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 --native-tls
 
-.PHONY: install run test lint lock lock-upgrade bench-token
+.PHONY: install run test lint lock lock-upgrade bench-token image-smoke
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,8 @@ lint: install
 
 bench-token: install
 	$(BIN)/python bench/token_bench.py
+
+# The container image built on a Debian base and run as the compose stack, with a smoke against
+# it (README: "The image, built and run"). As root; not part of make test (several minutes cold).
+image-smoke: install
+	PYTHON=$(abspath $(BIN)/python) bash deploy/image-smoke.sh

@@ -135,19 +135,24 @@ echo "$PYTHON_BASE $SMOKE_POSTGRES_IMAGE $SMOKE_REDIS_IMAGE"
 step "wheels on the host (requirements/service.lock, hashes checked, and enrich)"
 rm -rf wheelhouse
 mkdir wheelhouse
-# The pins that apply to the base's Python (its markers, not the host's), downloaded here: the
-# build's pip has no index and finds them in ./wheelhouse.
+# The pins that apply to the base's Python (its markers, not the host's), downloaded here (kept
+# in $CACHE/wheels for the next run): the build's pip has no index and finds them in ./wheelhouse.
 $DOCKER run --rm -i --network none "$PYTHON_BASE" python3.11 - <deploy/smoke/target-env.py >wheelhouse/target-env.json
 "$PYTHON" deploy/smoke/pins-for.py requirements/service.lock wheelhouse/target-env.json \
   >wheelhouse/pins.txt
-"$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-  --require-hashes -r wheelhouse/pins.txt -d wheelhouse 2> >(grep -v 'is ignored' >&2)
+download=("$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all:
+  --require-hashes -r wheelhouse/pins.txt -d "$CACHE/wheels")
+# From the cache alone when it has every pin; from the index otherwise.
+"${download[@]}" --no-index --find-links "$CACHE/wheels" >/dev/null 2>&1 ||
+  "${download[@]}" 2> >(grep -v 'is ignored' >&2)
+cp "$CACHE"/wheels/*.whl wheelhouse/ # older pins too: the build installs only the locked ones
 if "$PYTHON" -c 'import hatchling' 2>/dev/null; then
   "$PYTHON" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w wheelhouse .
 else
   "$PYTHON" -m pip wheel -q --disable-pip-version-check --no-deps -w wheelhouse .
 fi
-echo "$(ls wheelhouse/*.whl | wc -l) wheels for Python $(sed -E 's/.*"python_full_version": "([^"]+)".*/\1/' wheelhouse/target-env.json)"
+echo "$(wc -l <wheelhouse/pins.txt) pins for Python $(sed -E 's/.*"python_full_version": "([^"]+)".*/\1/' \
+  wheelhouse/target-env.json), and $(cd wheelhouse && ls enrich-*.whl)"
 
 step "docker build --build-arg BASE=$PYTHON_BASE"
 build_start=$SECONDS
@@ -217,7 +222,7 @@ $DOCKER stop -t 30 "$api_id" >/dev/null
 STOP_SECONDS=$(awk -v a="$stop_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 exit_code=$($DOCKER inspect "$api_id" --format '{{.State.ExitCode}}')
 echo "stopped in $STOP_SECONDS s, exit code $exit_code; the API's last lines:"
-$DOCKER logs "$api_id" 2>&1 | grep -E 'shutdown|stopp|draining' | tail -n 4 | cut -c1-200
+$DOCKER logs "$api_id" 2>&1 | grep '"event":"shutdown' | tail -n 4 | cut -c1-200
 # 0, or 143: uvicorn stops gracefully, then raises the SIGTERM it caught again; 137 would be
 # the SIGKILL at the end of the grace period.
 case $exit_code in 0 | 143) ;; *) fail "exit code $exit_code after SIGTERM" ;; esac

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import time
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
 
 import orjson
 import structlog
@@ -21,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.tokens import InvalidTokenError
 from app.caching.l1 import Entry
-from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip
+from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip, query_items
 from app.enrich.schemas import MAX_IDENTIFIERS
 from app.enrich.service import Selection, parse_fields
 from app.exceptions import AppError, InternalError, ServiceUnavailableError
@@ -267,7 +266,7 @@ def _from_query(query_string: bytes) -> tuple[dict[str, Any], Any] | None:
     identifiers: dict[str, str] = {}
     fields: list[str] = []
     try:
-        pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+        pairs = query_items(query_string)
     except ValueError:
         return None
     for name, value in pairs:

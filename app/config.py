@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     signing_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
     key_refresh_seconds: float = Field(default=5.0, gt=0)
     revocation_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
+    token_cache_max_bytes: int = Field(default=64 * 1_048_576, ge=1_048_576)
     auth_max_failures_per_client: int = Field(default=10, ge=1)
     auth_max_failures_per_address: int = Field(default=50, ge=1)
     auth_failure_window_seconds: int = Field(default=60, ge=1)
@@ -50,6 +51,7 @@ class Settings(BaseSettings):
     # The enrich cache: L1 in each process, L2 in Redis (when configured).
     cache_enabled: bool = True
     cache_l1_max_entries: int = Field(default=100_000, ge=0)
+    cache_l1_max_bytes: int = Field(default=256 * 1_048_576, ge=0)
     cache_l1_ttl_seconds: float = Field(default=30.0, gt=0)
     cache_l2_ttl_seconds: float = Field(default=300.0, gt=0)
     cache_negative_ttl_seconds: float = Field(default=30.0, gt=0)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from app.auth.schemas import SCOPES
-from app.auth.tokens import InvalidTokenError, Principal
+from app.auth.tokens import MAX_AUTHORIZATION_BYTES, InvalidTokenError, Principal
 from app.exceptions import AppError
 from app.ops.guard import CLIENT_ID_KEY
 from app.state import Runtime
@@ -81,6 +81,9 @@ class BearerToken(OAuth2):
         header = request.headers.get("authorization")
         if not header:
             return None
+        if len(header) > MAX_AUTHORIZATION_BYTES:
+            # No token we issue is this long: refused before it is looked at.
+            raise BearerError(401, "invalid_token", "the access token is malformed")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
             # RFC 6750 3.1: another scheme is as good as no credentials (no error code).

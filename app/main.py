@@ -65,7 +65,13 @@ async def build_runtime(settings: Settings) -> Runtime:
     issuer = TokenIssuer(
         keyring, settings.token_issuer, settings.audience, settings.token_ttl_seconds
     )
-    verifier = TokenVerifier(keyring, settings.token_issuer, settings.audience, revocations)
+    verifier = TokenVerifier(
+        keyring,
+        settings.token_issuer,
+        settings.audience,
+        revocations,
+        max_cached_bytes=settings.token_cache_max_bytes,
+    )
     throttle = AuthFailureThrottle(
         cache,
         settings.auth_max_failures_per_client,
@@ -107,6 +113,7 @@ async def build_enrich_cache(settings: Settings, engine: AsyncEngine, cache: Cac
         settings.cache_l1_max_entries if settings.cache_enabled else 0,
         settings.cache_l1_ttl_seconds,
         settings.cache_stale_seconds,
+        max_bytes=settings.cache_l1_max_bytes,
     )
     l2 = cache if isinstance(cache, RedisCache) else None
     subscriber = None

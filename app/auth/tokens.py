@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
+from app.caching.sizes import DICT_SLOT_BYTES, footprint
 from app.models import SigningKey
 
 TOKEN_TYPE = "at+jwt"
@@ -27,6 +28,8 @@ TOKEN_TYPE = "at+jwt"
 KeyLoader = Callable[[], Awaitable[None]]
 # A token of this many bytes is garbage: refuse it before any parsing.
 MAX_TOKEN_BYTES = 4096
+# Nor can a longer Authorization header hold one ("Bearer " and the token).
+MAX_AUTHORIZATION_BYTES = len("Bearer ") + MAX_TOKEN_BYTES
 
 
 class InvalidTokenError(Exception):
@@ -172,7 +175,12 @@ class TokenIssuer:
 
 
 class TokenVerifier:
-    """Verify access tokens; each token's signature is checked once per process."""
+    """Verify access tokens; each token's signature is checked once per process.
+
+    The tokens verified are remembered up to ``max_cached_bytes`` in all (a token and its
+    claims are about 2.5 KB, so 64 MiB holds some 25,000 live tokens): a caller minting tokens
+    costs a re-verification when the table is full, never the process's memory.
+    """
 
     def __init__(
         self,
@@ -180,22 +188,25 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         revoked: RevocationView,
-        max_cached: int = 200_000,
+        max_cached_bytes: int = 64 * 1_048_576,
     ) -> None:
         self.keyring = keyring
         self.issuer = issuer
         self.audience = audience
         self.revoked = revoked
-        self.max_cached = max_cached
+        self.max_cached_bytes = max_cached_bytes
         self._verified: dict[str, Principal] = {}
-        # The same, keyed by the whole Authorization header as it arrived (see ``bearer``).
+        self._verified_bytes = 0
+        # The same, keyed by the Authorization header as it arrived (see ``bearer``); only
+        # ``Bearer <token>`` exactly, so at most two headers (``Bearer``, ``bearer``) a token.
         self._by_header: dict[bytes, Principal] = {}
+        self._by_header_bytes = 0
 
     def cached(self, token: str) -> Principal | None:
         """The hot path: a token seen before, still unexpired and not revoked."""
         principal = self._verified.get(token)
         if principal is not None:
-            self._refuse_if_dead(principal, self._verified, token)
+            self._refuse_if_dead(principal, token)
         return principal
 
     def bearer(self, authorization: bytes) -> Principal | None:
@@ -203,26 +214,31 @@ class TokenVerifier:
 
         A header seen before is looked up as it is: no slicing, stripping or decoding of a
         token of a few hundred bytes per request. Expiry and revocation are checked each time.
+        A header longer than any token issued is refused before any of that.
         """
         principal = self._by_header.get(authorization)
         if principal is None:
+            if len(authorization) > MAX_AUTHORIZATION_BYTES:
+                raise InvalidTokenError("the access token is malformed")
             if not authorization.startswith((b"Bearer ", b"bearer ")):
                 return None
-            principal = self.cached(authorization[7:].strip().decode("latin-1"))
-            if principal is not None:
-                if len(self._by_header) >= self.max_cached:
-                    self._by_header.clear()
-                self._by_header[authorization] = principal
+            sent = authorization[7:]
+            token = sent.strip()
+            principal = self.cached(token.decode("latin-1"))
+            if principal is not None and len(token) == len(sent):
+                self._remember_header(authorization, principal)
             return principal
-        self._refuse_if_dead(principal, self._by_header, authorization)
+        if principal.exp <= time.time():
+            self._forget_header(authorization)
+            raise InvalidTokenError("the access token has expired")
+        if self.revoked.is_revoked(principal):
+            raise InvalidTokenError("the access token has been revoked")
         return principal
 
-    def _refuse_if_dead(
-        self, principal: Principal, cache: dict[Any, Principal], key: str | bytes
-    ) -> None:
-        """Raise for an expired token (forgetting it from ``cache``) or a revoked one."""
+    def _refuse_if_dead(self, principal: Principal, token: str) -> None:
+        """Raise for an expired token (forgetting it) or a revoked one."""
         if principal.exp <= time.time():
-            cache.pop(key, None)
+            self._forget(token)
             raise InvalidTokenError("the access token has expired")
         if self.revoked.is_revoked(principal):
             raise InvalidTokenError("the access token has been revoked")
@@ -301,13 +317,43 @@ class TokenVerifier:
             self._remember(token, principal)
         return principal
 
+    # -- the tables of verified tokens, bounded in bytes -----------------------------------
+
+    @staticmethod
+    def _token_cost(token: str, principal: Principal) -> int:
+        return footprint(token) + footprint(principal) + DICT_SLOT_BYTES
+
     def _remember(self, token: str, principal: Principal) -> None:
-        if len(self._verified) >= self.max_cached:
+        if token in self._verified:
+            self._forget(token)
+        cost = self._token_cost(token, principal)
+        if self._verified_bytes + cost > self.max_cached_bytes:
             now = time.time()
-            self._verified = {t: p for t, p in self._verified.items() if p.exp > now}
-            if len(self._verified) >= self.max_cached:
-                self._verified.clear()
+            for dead in [t for t, p in self._verified.items() if p.exp <= now]:
+                self._forget(dead)
+            if self._verified_bytes + cost > self.max_cached_bytes * 3 // 4:
+                self._verified.clear()  # live tokens are verified again, once each
+                self._verified_bytes = 0
         self._verified[token] = principal
+        self._verified_bytes += cost
+
+    def _forget(self, token: str) -> None:
+        principal = self._verified.pop(token, None)
+        if principal is not None:
+            self._verified_bytes -= self._token_cost(token, principal)
+
+    def _remember_header(self, authorization: bytes, principal: Principal) -> None:
+        # The principal is the one ``_verified`` holds: only the header costs more.
+        cost = footprint(authorization) + DICT_SLOT_BYTES
+        if self._by_header_bytes + cost > self.max_cached_bytes // 2:
+            self._by_header.clear()
+            self._by_header_bytes = 0
+        self._by_header[authorization] = principal
+        self._by_header_bytes += cost
+
+    def _forget_header(self, authorization: bytes) -> None:
+        if self._by_header.pop(authorization, None) is not None:
+            self._by_header_bytes -= footprint(authorization) + DICT_SLOT_BYTES
 
 
 class RevocationView:

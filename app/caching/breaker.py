@@ -4,6 +4,23 @@ from __future__ import annotations
 
 import time
 
+import redis.exceptions
+
+# What says Redis is down or hung: the connection failed or timed out (redis-py's own
+# errors, and the OSError/TimeoutError of app.caching.pipe and asyncio.timeout). Anything
+# else (a value that cannot be encoded, a command Redis refused) is about one request.
+OUTAGES = (
+    OSError,
+    TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` counts against Redis (a connection error or a timeout)."""
+    return isinstance(exc, OUTAGES)
+
 
 class CircuitBreaker:
     """Closed until ``threshold`` failures in a row; then open for ``reset_seconds``.

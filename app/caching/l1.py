@@ -5,6 +5,10 @@ and all identifiers of the matched profile), so an invalidation for any of them 
 remembers them by digest (``dep_digest``): invalidations between processes travel as digests,
 so no identifier crosses Redis pub/sub in clear, and a process drops its entries without
 knowing the identifier.
+
+It is bounded in entries and in bytes: an answer is up to ``answer_max_chars`` and its keys up
+to 32 identifiers of 320 characters, so a count alone would let callers asking for many
+guests (known or not) hold gigabytes.
 """
 
 from __future__ import annotations
@@ -14,8 +18,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from app.caching.sizes import DICT_SLOT_BYTES, footprint
+
 Key = tuple[str, str]
 Digest = bytes
+# The Entry object and its slots, beside the body, key and dependencies counted for each.
+ENTRY_BYTES = 120
+# What the index by dependency costs for each of an entry's dependencies: a dict slot and, for
+# a dependency no other entry has, a set of its own (216 bytes with one member).
+DEP_INDEX_BYTES = 256
 
 
 def dep_digest(key: Key) -> Digest:
@@ -34,16 +45,22 @@ class Entry:
     deps: tuple[Digest, ...]
     # The body gzip-compressed, made on the first hit that accepts gzip (compressing a 2 KB
     # answer costs more than the rest of a hit; Personalize asks for gzip on every call).
+    # Set through ``L1Cache.add_gzipped``, which counts its bytes.
     gzipped: bytes | None = None
+    size: int = 0  # the bytes counted for it while it is held (0 once dropped)
 
 
 class L1Cache:
-    def __init__(self, max_entries: int, ttl: float, stale_ttl: float) -> None:
+    def __init__(
+        self, max_entries: int, ttl: float, stale_ttl: float, *, max_bytes: int = 256 * 1_048_576
+    ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.ttl = ttl
         self.stale_ttl = stale_ttl
         self._entries: dict[object, Entry] = {}
         self._by_dep: dict[Digest, set[object]] = {}
+        self.bytes = 0  # what the entries hold, as counted by ``put`` and ``add_gzipped``
         # Bumped on every invalidation; a fill that began before a bump is not stored.
         self.generation = 0
 
@@ -72,15 +89,36 @@ class L1Cache:
             return
         if key in self._entries:
             self._drop(key)
-        if len(self._entries) >= self.max_entries:
-            self._evict()
-        now = time.monotonic()
         dep_tuple = tuple(dep_digest(dep) for dep in deps)
-        self._entries[key] = Entry(
-            body, "l1", now + self.ttl, now + self.ttl + self.stale_ttl, dep_tuple
+        # The body, the key (also held by each dependency's set) and the dependencies.
+        size = (
+            ENTRY_BYTES
+            + len(body)
+            + 2 * footprint(key)
+            + footprint(dep_tuple)
+            + len(dep_tuple) * DEP_INDEX_BYTES
+            + DICT_SLOT_BYTES
         )
+        if size > self.max_bytes:
+            return
+        if len(self._entries) >= self.max_entries or self.bytes + size > self.max_bytes:
+            self._evict(size)
+        now = time.monotonic()
+        entry = Entry(body, "l1", now + self.ttl, now + self.ttl + self.stale_ttl, dep_tuple)
+        entry.size = size
+        self._entries[key] = entry
+        self.bytes += size
         for dep in dep_tuple:
             self._by_dep.setdefault(dep, set()).add(key)
+
+    def add_gzipped(self, entry: Entry, gzipped: bytes) -> None:
+        """Keep ``entry``'s gzip form (counted, if the entry is still held)."""
+        entry.gzipped = gzipped
+        if entry.size:
+            entry.size += len(gzipped)
+            self.bytes += len(gzipped)
+            if self.bytes > self.max_bytes:
+                self._evict(0)
 
     def invalidate(self, keys: Iterable[Key]) -> None:
         self.drop_digests(dep_digest(key) for key in keys)
@@ -94,13 +132,18 @@ class L1Cache:
 
     def clear(self) -> None:
         self.generation += 1
+        for entry in self._entries.values():
+            entry.size = 0
         self._entries.clear()
         self._by_dep.clear()
+        self.bytes = 0
 
     def _drop(self, key: object) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        self.bytes -= entry.size
+        entry.size = 0
         for dep in entry.deps:
             keys = self._by_dep.get(dep)
             if keys is not None:
@@ -108,11 +151,17 @@ class L1Cache:
                 if not keys:
                     del self._by_dep[dep]
 
-    def _evict(self) -> None:
-        # Drop expired entries first; if none, the oldest eighth (dicts keep insertion order).
+    def _evict(self, room: int) -> None:
+        """Make room for one more entry of ``room`` bytes: drop expired entries first; if that
+        is not enough, the oldest eighth (in entries or in bytes; dicts keep insertion order)."""
         now = time.monotonic()
-        expired = [k for k, e in self._entries.items() if e.expires < now]
-        if not expired:
-            expired = list(self._entries)[: max(1, self.max_entries // 8)]
-        for key in expired:
+        for key in [k for k, e in self._entries.items() if e.expires < now]:
+            self._drop(key)
+        if len(self._entries) < self.max_entries and self.bytes + room <= self.max_bytes:
+            return
+        keep_entries = self.max_entries - max(1, self.max_entries // 8)
+        keep_bytes = min(self.max_bytes - room, self.max_bytes * 7 // 8)
+        for key in list(self._entries):
+            if len(self._entries) <= keep_entries and self.bytes <= keep_bytes:
+                break
             self._drop(key)

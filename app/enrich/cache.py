@@ -32,7 +32,7 @@ import structlog
 from redis.asyncio.connection import parse_url
 
 from app.cache import RedisCache
-from app.caching.breaker import CircuitBreaker
+from app.caching.breaker import CircuitBreaker, is_outage
 from app.caching.bus import WRITER_WAIT_SECONDS, InvalidationBus
 from app.caching.l1 import Entry, L1Cache
 from app.caching.pipe import RedisPipe
@@ -393,7 +393,10 @@ class EnrichCache:
     # -- plumbing ------------------------------------------------------------------------
 
     def _redis_failed(self, exc: BaseException) -> None:
-        self.breaker.failure()
+        # Only an outage opens the circuit: one request's bad value must not make every
+        # other request skip Redis.
+        if is_outage(exc):
+            self.breaker.failure()
         log.warning("cache.redis_failed", error=type(exc).__name__, open=self.breaker.is_open)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:

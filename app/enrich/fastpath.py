@@ -13,15 +13,15 @@ from __future__ import annotations
 import gzip
 import time
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
 
 import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.tokens import InvalidTokenError
-from app.caching.l1 import Entry
-from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip
+from app.caching.l1 import Entry, L1Cache
+from app.caching.sizes import DICT_SLOT_BYTES, footprint
+from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip, query_items
 from app.enrich.schemas import MAX_IDENTIFIERS
 from app.enrich.service import Selection, parse_fields
 from app.exceptions import AppError, InternalError, ServiceUnavailableError
@@ -44,11 +44,18 @@ class HostApp(Protocol):
 PATH = "/v1/enrich"
 SCOPE = "profiles:read"
 REQUEST_MEMBERS = frozenset(("identifiers", "fields"))
-# Distinct request bodies whose parsed form is remembered (cleared when full).
-PARSED_MAX = 100_000
+# The parsed form of a request is remembered only for a body (or query string) of at most
+# this many bytes: Personalize's are 100-400. A larger one, or one padded to look new, is
+# parsed every time instead of growing the table.
+PARSED_KEY_MAX_BYTES = 1024
+# What the remembered requests may hold in all, each counted as its bytes plus its parsed form
+# (cleared when full). A typical entry is ~2 KB, so this holds ~8,000 distinct requests.
+PARSED_MAX_BYTES = 16 * 1_048_576
 _BASE_HEADERS = ((b"content-type", b"application/json"), (b"vary", b"Accept-Encoding"))
-# Accept-Encoding values already judged (bounded: cleared when full).
+# Accept-Encoding values already judged (bounded: cleared when full); only short ones (real
+# browsers and HTTP clients send under 100 bytes), so the table stays under 256 KB.
 ACCEPT_ENCODINGS_MAX = 1000
+ACCEPT_ENCODING_MAX_BYTES = 256
 _GZIP_ACCEPTED: dict[bytes, bool] = {}
 _GZIPPED = (b"content-encoding", b"gzip")
 # The headers every answer from a level starts with (built once).
@@ -74,6 +81,7 @@ class EnrichFastPath:
         self.access = access
         self.body_limit = body_limit
         self._parsed: dict[tuple[str, bytes], tuple[tuple[Key, ...], Selection]] = {}
+        self._parsed_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Called for http requests to PATH only (see app.main.EnrichAPI).
@@ -131,9 +139,8 @@ class EnrichFastPath:
                 # The route renders the 4xx.
                 await self.app(scope, _replay(receive, body, False, None), send)
                 return
-            if len(self._parsed) >= PARSED_MAX:
-                self._parsed.clear()
-            self._parsed[raw] = parsed
+            if len(raw[1]) <= PARSED_KEY_MAX_BYTES:
+                self._remember(raw, parsed)
         # From here on the request is served here: it is this layer's to log and count.
         access = self.access
         request_id = access.request_id(given_id)
@@ -173,7 +180,9 @@ class EnrichFastPath:
                 finally:
                     request_id_var.reset(token)
             level = served_from
-            start, message = _response(answer, served_from, accept_encoding, id_header, entry)
+            start, message = _response(
+                answer, served_from, accept_encoding, id_header, entry, cache.l1
+            )
             answered = True
             await send(start)
             await send(message)
@@ -186,6 +195,14 @@ class EnrichFastPath:
         finally:
             if access.recording:
                 access.record(scope, request_id, PATH, status, started, level)
+
+    def _remember(self, raw: tuple[str, bytes], parsed: tuple[tuple[Key, ...], Selection]) -> None:
+        size = footprint(raw) + footprint(parsed) + DICT_SLOT_BYTES
+        if self._parsed_bytes + size > PARSED_MAX_BYTES:
+            self._parsed.clear()
+            self._parsed_bytes = 0
+        self._parsed[raw] = parsed
+        self._parsed_bytes += size
 
     @staticmethod
     def _parse(
@@ -267,7 +284,7 @@ def _from_query(query_string: bytes) -> tuple[dict[str, Any], Any] | None:
     identifiers: dict[str, str] = {}
     fields: list[str] = []
     try:
-        pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+        pairs = query_items(query_string)
     except ValueError:
         return None
     for name, value in pairs:
@@ -285,9 +302,11 @@ def _wants_gzip(accept_encoding: bytes) -> bool:
     """``accepts_gzip``, remembered per header value (callers send the same one every time)."""
     wanted = _GZIP_ACCEPTED.get(accept_encoding)
     if wanted is None:
-        if len(_GZIP_ACCEPTED) >= ACCEPT_ENCODINGS_MAX:
-            _GZIP_ACCEPTED.clear()
-        wanted = _GZIP_ACCEPTED[accept_encoding] = accepts_gzip(accept_encoding.decode("latin-1"))
+        wanted = accepts_gzip(accept_encoding.decode("latin-1"))
+        if len(accept_encoding) <= ACCEPT_ENCODING_MAX_BYTES:
+            if len(_GZIP_ACCEPTED) >= ACCEPT_ENCODINGS_MAX:
+                _GZIP_ACCEPTED.clear()
+            _GZIP_ACCEPTED[accept_encoding] = wanted
     return wanted
 
 
@@ -297,15 +316,16 @@ def _response(
     accept_encoding: bytes,
     id_header: tuple[bytes, bytes],
     entry: Entry | None = None,
+    l1: L1Cache | None = None,
 ) -> tuple[Message, Message]:
-    """The two ASGI messages of an answer (``entry``: the L1 entry it came from, which keeps
-    its compressed form)."""
+    """The two ASGI messages of an answer (``entry``: the entry of ``l1`` it came from, which
+    keeps its compressed form)."""
     if len(body) > GZIP_MIN_BYTES and accept_encoding and _wants_gzip(accept_encoding):
         zipped = entry.gzipped if entry is not None else None
         if zipped is None:
             zipped = gzip.compress(body, compresslevel=5)
-            if entry is not None:
-                entry.gzipped = zipped
+            if entry is not None and l1 is not None:
+                l1.add_gzipped(entry, zipped)
         body = zipped
         headers = [*_HEADERS[level], id_header, _GZIPPED, (b"content-length", b"%d" % len(body))]
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Body, Request, Response
 
@@ -114,6 +115,15 @@ def accepts_gzip(header: str) -> bool:
     return False
 
 
+def query_items(query_string: bytes) -> list[tuple[str, str]]:
+    """The query's name-value pairs. Bytes that are not UTF-8 are kept as lone surrogates
+    (rather than replaced by U+FFFD, which would look a made-up identifier up), so that
+    ``lookup_keys`` refuses them as a 400."""
+    return parse_qsl(
+        query_string.decode("latin-1"), keep_blank_values=True, errors="surrogateescape"
+    )
+
+
 def answer(request: Request, body: bytes, cache: str) -> Response:
     headers = {"X-Cache": cache, "Vary": "Accept-Encoding"}
     if len(body) > GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding", "")):
@@ -174,7 +184,7 @@ async def enrich_get(_: ProfilesRead, request: Request, runtime: RuntimeDep) -> 
     """Look a guest up by query parameters."""
     identifiers: dict[str, str] = {}
     fields: list[str] = []
-    for name, value in request.query_params.multi_items():
+    for name, value in query_items(request.scope.get("query_string", b"")):
         if name.strip().lower() == "fields":
             fields.append(value)
         else:

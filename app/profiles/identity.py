@@ -53,11 +53,28 @@ def normalize_type(raw: str) -> str:
     return raw.lower()
 
 
+def require_text(id_type: str, value: str) -> None:
+    """Refuse a string that is not text: a lone surrogate (JSON's ``"\\ud800"``, or invalid
+    UTF-8 in a query) cannot be encoded for Redis, PostgreSQL or a log line.
+
+    Unlike a value that cannot be of its type, this is a 400 on a read too: the request is
+    broken, and letting it reach the cache would count as Redis failing.
+    """
+    if value.isascii():
+        return
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise IdentifierError(f"identifier {id_type} is not valid UTF-8 text") from None
+
+
 def _as_text(id_type: str, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise IdentifierError(f"identifier {id_type} must be a string or a number")
     if isinstance(value, float):
         return repr(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str):
+        require_text(id_type, value)
     return str(value).strip()
 
 
@@ -97,12 +114,15 @@ def lookup_keys(identifiers: Mapping[str, Any], region: str) -> list[Key]:
     """Keys to try, in the caller's order, for a read (enrich, GET).
 
     Absent values are dropped. A value that cannot be of its type can match nothing, so it is
-    dropped too rather than failing the request; an invalid *type name* is still a 400.
+    dropped too rather than failing the request; an invalid *type name*, or a value that is not
+    text at all, is still a 400.
     """
     keys: list[Key] = []
     seen: set[Key] = set()
     for raw_type, value in identifiers.items():
         id_type = normalize_type(raw_type)
+        if isinstance(value, str):
+            require_text(id_type, value)
         if is_absent(value):
             continue
         try:

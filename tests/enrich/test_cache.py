@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import httpx
 import pytest
+import redis.exceptions
 
 from app.profiles.identity import Key
 from tests.conftest import AppFactory, Backend, RunningApp, TokenMaker
@@ -255,6 +256,34 @@ class TestRedisFailing:
         assert stale.headers["x-cache"] == "stale"
         assert stale.json()["stale"] is True
         assert stale.json()["traits"] == fresh.json()["traits"]
+
+    @pytest.mark.parametrize(
+        ("error", "opens"),
+        [
+            (ConnectionRefusedError("refused"), True),
+            (TimeoutError("Redis did not answer in time"), True),
+            (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), False),
+            (redis.exceptions.ResponseError("WRONGTYPE"), False),
+        ],
+    )
+    async def test_only_an_outage_counts_against_redis(
+        self, app_factory: AppFactory, error: Exception, opens: bool
+    ) -> None:
+        running = await app_factory()
+        headers = await _token_headers(running)
+        cache = running.runtime.enrich_cache
+        cache.l1.max_entries = 0  # every request reads L2
+
+        async def failing(names: list[str]) -> list[bytes | None]:
+            raise error
+
+        if cache.pipe is not None:
+            cache.pipe.mget = failing  # type: ignore[method-assign]
+        else:  # pragma: no cover - a Redis URL the pipe does not speak
+            cache.l2.client.mget = failing  # type: ignore[union-attr, method-assign]
+        for _ in range(cache.breaker.threshold + 1):
+            assert (await enrich(running.http, headers)).json()["found"] is False
+        assert cache.breaker.is_open is opens
 
 
 async def _client(running: RunningApp) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from app.models import Base
 from tests.fixtures.databases import PG_ADMIN_URL, drop_pg_database
 
 # Revocations stop following their client (2026_12_01_1800-revocations_outlive_clients.py).
-BEFORE = "9e4f2c6d8a13"
+BEFORE = "b2d4f6a8c0e1"
 OUTLIVE = "a1c3e5f7b9d2"
 
 

@@ -5,7 +5,7 @@ id used again) was accepted once more after a restart. A revocation now lasts un
 expires whatever happens to the client; the poll purges it after that, as before.
 
 Revision ID: a1c3e5f7b9d2
-Revises: 9e4f2c6d8a13
+Revises: b2d4f6a8c0e1
 Create Date: 2026-12-01 18:00:00
 """
 
@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "a1c3e5f7b9d2"
-down_revision: str | None = "9e4f2c6d8a13"
+# After event_ids_per_client (b2d4f6a8c0e1), which reached main first from the same parent:
+# one line of history, not two heads.
+down_revision: str | None = "b2d4f6a8c0e1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -202,6 +202,32 @@ def clients_disable(client_id: str) -> None:
     console.print(f"client {client_id} disabled")
 
 
+@clients_app.command("delete")
+def clients_delete(
+    client_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False
+) -> None:
+    """Delete a client: disabled first (its tokens are refused within a second), then removed."""
+    from app.auth.service import ClientService
+
+    async def disable(session: AsyncSession, _settings: Settings) -> None:
+        await ClientService(session).disable(client_id)
+
+    async def delete(session: AsyncSession, _settings: Settings) -> None:
+        await ClientService(session).delete(client_id)
+
+    # Two transactions: the disable is committed (and works) even if the delete then fails.
+    run_in_session(disable)
+    run_in_session(delete)
+    if as_json:
+        typer.echo(json.dumps({"client_id": client_id, "deleted": True}))
+        return
+    console.print(
+        f"client {client_id} deleted (its revocations are kept until its tokens expire)",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Make a new signing key active; tokens signed by the old key stay valid until they expire."""

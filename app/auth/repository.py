@@ -29,8 +29,13 @@ class ClientRepository:
         result = await self.session.scalars(select(Client).order_by(Client.created_at))
         return list(result)
 
+    async def delete(self, client: Client) -> None:
+        await self.session.delete(client)
+        await self.session.flush()
+
     async def states(self) -> list[tuple[str, bool, float | None, int | None, str | None]]:
-        """What the request path needs of clients that are disabled, limited or allowlisted."""
+        """What the request path needs of every client: whether it exists, is disabled,
+        limited or allowlisted (a deployment has a handful of clients, not thousands)."""
         result = await self.session.execute(
             select(
                 Client.client_id,
@@ -38,13 +43,16 @@ class ClientRepository:
                 Client.rate_limit_rps,
                 Client.rate_limit_burst,
                 Client.allowed_networks,
-            ).where(
-                Client.disabled
-                | Client.rate_limit_rps.is_not(None)
-                | Client.allowed_networks.is_not(None)
             )
         )
         return [tuple(row) for row in result]  # type: ignore[misc]
+
+    async def disabled(self, client_id: str) -> bool | None:
+        """Whether the client is disabled; None when there is no such client."""
+        result = await self.session.scalar(
+            select(Client.disabled).where(Client.client_id == client_id)
+        )
+        return None if result is None else bool(result)
 
 
 class KeyRepository:

@@ -162,6 +162,20 @@ class ClientService:
             await self.audit.record(audit.CLIENT_DISABLED, client_id)
         return client
 
+    async def delete(self, client_id: str) -> None:
+        """Delete a disabled client; its revocations stay until its tokens expire.
+
+        Only a disabled client: disabling, committed first, is what refuses its tokens on
+        every worker within a second; deleting after that only forgets the client (and the
+        workers refuse the tokens of a client they do not know).
+        """
+        client = await self.get(client_id)
+        if not client.disabled:
+            raise AppError(f"client {client_id} is not disabled; disable it first")
+        name, scopes = client.name, sorted(client.scope_set)
+        await self.clients.delete(client)
+        await self.audit.record(audit.CLIENT_DELETED, client_id, name=name, scopes=scopes)
+
     async def limit(self, client_id: str, rps: float | None, burst: int | None) -> Client:
         """Set the client's rate limit (``rps`` None: the default again; 0: no limit)."""
         client = await self.get(client_id)

@@ -1,4 +1,4 @@
-"""Keep each process's view of keys, revocations, disabled clients and client policies fresh.
+"""Keep each process's view of keys, revocations, clients and client policies fresh.
 
 A background task reads them from the database every ``revocation_poll_seconds`` (0.25 s by
 default), so a revocation reaches every worker and replica within a second, with room to
@@ -56,9 +56,11 @@ class AuthStateSync:
         self._purged_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self._key_lock = asyncio.Lock()
+        self._client_lock = asyncio.Lock()
+        view.resolver = self.resolve_client
 
     async def refresh(self) -> None:
-        """One poll: revocations, disabled clients, limits and allowlists; keys when due."""
+        """One poll: revocations, clients, limits and allowlists; keys when due."""
         async with self.sessionmaker() as session:
             revocations = RevocationRepository(session)
             fingerprint = await revocations.fingerprint()
@@ -70,12 +72,15 @@ class AuthStateSync:
                 jtis.update({j: e for j, e in self.view.jtis.items() if j not in jtis and e > now})
                 self.view.jtis = jtis
                 self._fingerprint = fingerprint
+            asked_at = time.monotonic()
             states = await ClientRepository(session).states()
-            disabled = frozenset(row[0] for row in states if row[1])
-            if disabled != self.view.disabled_clients:
-                self.view.disabled_clients = disabled
+            self.view.load_clients({row[0]: row[1] for row in states}, asked_at)
             if self.policies is not None:
-                self.policies.load((c, rps, burst, nets) for c, _, rps, burst, nets in states)
+                self.policies.load(
+                    (c, rps, burst, nets)
+                    for c, _, rps, burst, nets in states
+                    if rps is not None or nets is not None
+                )
             if time.monotonic() - self._keys_loaded_at >= self.key_refresh_seconds:
                 async with self._key_lock:
                     await self._load_keys(session)
@@ -83,6 +88,24 @@ class AuthStateSync:
                 self._purged_at = time.monotonic()
                 await revocations.purge_expired(utcnow() - PURGE_AFTER)
                 await session.commit()
+
+    async def resolve_client(self, client_id: str) -> None:
+        """Ask the database about a client the view has not heard of (one made since the poll).
+
+        Concurrent callers share one question; a failed one leaves the client unknown, so its
+        token is refused this time and the next one asks again.
+        """
+        async with self._client_lock:
+            if client_id in self.view.usable or client_id in self.view.refused:
+                return  # answered while this caller waited
+            asked_at = time.monotonic()
+            try:
+                async with self.sessionmaker() as session:
+                    disabled = await ClientRepository(session).disabled(client_id)
+            except Exception as exc:
+                log.warning("auth_sync.client_lookup_failed", error=type(exc).__name__)
+                return
+            self.view.learn(client_id, disabled, asked_at)
 
     async def reload_keys(self) -> None:
         """Load the keys now, unless a load that started after this call already did.

@@ -1,8 +1,9 @@
 """Access tokens: RFC 9068 JWTs signed with keys every replica reads from the database.
 
 The verifier keeps each token it has verified until the token expires, so a token costs one
-signature check per process; revocations and disabled clients reach it through a background
-poll (see ``sync.py``), never through a round trip on the request path.
+signature check per process; revocations, disabled and deleted clients reach it through a
+background poll (see ``sync.py``), never through a round trip on the request path (a client
+made since the last poll costs one query, once, on the first verification of its token).
 """
 
 from __future__ import annotations
@@ -30,10 +31,22 @@ KeyLoader = Callable[[], Awaitable[None]]
 MAX_TOKEN_BYTES = 4096
 # Nor can a longer Authorization header hold one ("Bearer " and the token).
 MAX_AUTHORIZATION_BYTES = len("Bearer ") + MAX_TOKEN_BYTES
+# Asks the database about one client (AuthStateSync.resolve_client).
+ClientResolver = Callable[[str], Awaitable[None]]
+# Deleted clients a process remembers; each came with a validly signed token, so a handful.
+MAX_GONE_CLIENTS = 10_000
 
 
 class InvalidTokenError(Exception):
     """The token cannot be used; the message says why (safe to show the caller)."""
+
+
+class UnknownClientError(InvalidTokenError):
+    """The token's client is not known to this process: deleted, or made since the last poll."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__("the access token's client does not exist")
+        self.client_id = client_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +282,13 @@ class TokenVerifier:
             return principal
         if self.keyring.verification_key(self.kid_of(token)) is None:
             await reload_keys()
-        return self.verify(token)
+        try:
+            return self.verify(token)
+        except UnknownClientError as exc:
+            # A client made since the last poll (its token came from another worker), or one
+            # deleted: ask once; the answer is remembered either way.
+            await self.revoked.resolve(exc.client_id)
+            return self.verify(token)
 
     def verify(self, token: str, *, verify_exp: bool = True) -> Principal:
         """Check signature, typ, iss, aud, exp and revocation; raise InvalidTokenError."""
@@ -311,8 +330,7 @@ class TokenVerifier:
             iat=int(claims["iat"]),
             claims=claims,
         )
-        if self.revoked.is_revoked(principal):
-            raise InvalidTokenError("the access token has been revoked")
+        self.revoked.check(principal)
         if verify_exp:
             self._remember(token, principal)
         return principal
@@ -357,15 +375,64 @@ class TokenVerifier:
 
 
 class RevocationView:
-    """What this process knows of revoked tokens and disabled clients."""
+    """What this process knows of revoked tokens and of clients: usable, disabled or gone.
+
+    A token is accepted only while its client is known to exist and be enabled, so a deleted
+    client's tokens die with it however the row went. A client this process has not heard of
+    may be new (made since the last poll, its first token issued by another worker): the
+    verifier asks ``resolve`` once, which asks the database (see ``AuthStateSync``).
+    """
 
     def __init__(self) -> None:
         self.jtis: dict[str, float] = {}  # jti -> exp (epoch), pruned after expiry
-        self.disabled_clients: frozenset[str] = frozenset()
-        self.last_id = 0
+        # Clients whose tokens are accepted: the hot path's one set lookup.
+        self.usable: frozenset[str] = frozenset()
+        # Clients known to be disabled or gone: refused without asking the database.
+        self.refused: frozenset[str] = frozenset()
+        # Asks the database about one client and calls ``learn`` (set by AuthStateSync).
+        self.resolver: ClientResolver | None = None
+        # What ``learn`` was told: client -> (monotonic time the question was asked, disabled
+        # or None when gone), so that a poll which started earlier cannot undo it.
+        self._learned: dict[str, tuple[float, bool | None]] = {}
 
     def is_revoked(self, principal: Principal) -> bool:
-        return principal.jti in self.jtis or principal.client_id in self.disabled_clients
+        return principal.jti in self.jtis or principal.client_id not in self.usable
+
+    def check(self, principal: Principal) -> None:
+        """Raise for a revoked token, or UnknownClientError when its client is not known yet."""
+        if principal.jti in self.jtis or principal.client_id in self.refused:
+            raise InvalidTokenError("the access token has been revoked")
+        if principal.client_id not in self.usable:
+            raise UnknownClientError(principal.client_id)
+
+    async def resolve(self, client_id: str) -> None:
+        """Find out about a client this process has not heard of (no resolver: it stays so)."""
+        if self.resolver is not None:
+            await self.resolver(client_id)
+
+    def load_clients(self, disabled: dict[str, bool], asked_at: float) -> None:
+        """Replace the clients with a poll's ``{client_id: disabled}``, asked at ``asked_at``.
+
+        Clients known before but missing now are gone: remembered, so their tokens cost no
+        query (at most ``MAX_GONE_CLIENTS``; past that they are forgotten and asked once more).
+        """
+        gone = (self.usable | self.refused) - disabled.keys()
+        if len(gone) > MAX_GONE_CLIENTS:
+            gone = frozenset()
+        usable = {c for c, off in disabled.items() if not off}
+        refused = {c for c, off in disabled.items() if off} | gone
+        # An answer asked for after this poll started is at least as new as the poll.
+        self._learned = {c: a for c, a in self._learned.items() if a[0] >= asked_at}
+        for client_id, (_, off) in self._learned.items():
+            _place(client_id, off, usable, refused)
+        self.usable, self.refused = frozenset(usable), frozenset(refused)
+
+    def learn(self, client_id: str, disabled: bool | None, asked_at: float) -> None:
+        """One client's state (``disabled``, or None when it does not exist) as of ``asked_at``."""
+        self._learned[client_id] = (asked_at, disabled)
+        usable, refused = set(self.usable), set(self.refused)
+        _place(client_id, disabled, usable, refused)
+        self.usable, self.refused = frozenset(usable), frozenset(refused)
 
     def add(self, jti: str, exp: float) -> None:
         self.jtis[jti] = exp
@@ -373,6 +440,15 @@ class RevocationView:
     def prune(self) -> None:
         now = time.time()
         self.jtis = {j: e for j, e in self.jtis.items() if e > now}
+
+
+def _place(client_id: str, disabled: bool | None, usable: set[str], refused: set[str]) -> None:
+    if disabled is False:
+        usable.add(client_id)
+        refused.discard(client_id)
+    else:
+        refused.add(client_id)
+        usable.discard(client_id)
 
 
 def expires_at(claims: dict[str, Any]) -> datetime:
@@ -385,6 +461,7 @@ def grace_for(key_refresh_seconds: float) -> float:
 
 
 __all__ = [
+    "ClientResolver",
     "InvalidTokenError",
     "KeyLoader",
     "KeyRing",
@@ -392,6 +469,7 @@ __all__ = [
     "RevocationView",
     "TokenIssuer",
     "TokenVerifier",
+    "UnknownClientError",
     "epoch",
     "expires_at",
     "grace_for",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigIntPK, JSONType, utcnow
@@ -52,9 +52,9 @@ class RevokedToken(Base):
     # A growing sequence lets every worker fetch "what is new since last time" cheaply.
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     jti: Mapped[str] = mapped_column(String(64), unique=True)
-    client_id: Mapped[str] = mapped_column(
-        String(128), ForeignKey("clients.client_id", ondelete="CASCADE")
-    )
+    # No foreign key: a revocation lasts until its token expires, whatever becomes of the
+    # client (a cascade let a deleted client's revoked tokens work again under its id).
+    client_id: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(index=True)
     revoked_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -21,6 +21,7 @@ from app.models.base import utcnow
 CLIENT_CREATED = "client.created"
 CLIENT_ROTATED = "client.rotated"
 CLIENT_DISABLED = "client.disabled"
+CLIENT_DELETED = "client.deleted"
 CLIENT_LIMITED = "client.limited"
 CLIENT_ALLOWLISTED = "client.allowlisted"
 KEY_ROTATED = "key.rotated"

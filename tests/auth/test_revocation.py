@@ -8,11 +8,14 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 from starlette.types import ASGIApp, Message
 
+from app.auth.repository import ClientRepository
 from app.auth.service import ClientService
-from app.models import RevokedToken
+from app.auth.tokens import RevocationView
+from app.models import Client, RevokedToken
 from tests.auth.conftest import (
     PROBE_READ,
     basic,
@@ -236,7 +239,8 @@ class TestDisabledClient:
             await session.commit()
         took = await refused_within(other, token)
         assert took <= PROMISE
-        assert await status(probe, token) == 401
+        # Each instance polls on its own: this one may be a poll behind the other.
+        await refused_within(probe, token)
         assert await status(other, kept) == 200
         refused = await probe.http.post(
             "/oauth/token",
@@ -244,3 +248,134 @@ class TestDisabledClient:
             headers={"Authorization": basic(client.client_id, client.client_secret)},
         )
         assert refused.status_code == 401
+
+
+async def delete_row(app: RunningApp, client_id: str) -> None:
+    """Delete the client row as any SQL would (no disabling first, no service rules)."""
+    async with app.runtime.sessionmaker() as session:
+        await session.execute(sa_delete(Client).where(Client.client_id == client_id))
+        await session.commit()
+
+
+async def revocations_of(app: RunningApp, client_id: str) -> list[str]:
+    async with app.runtime.sessionmaker() as session:
+        query = select(RevokedToken.jti).where(RevokedToken.client_id == client_id)
+        return list(await session.scalars(query))
+
+
+class TestDeletedClient:
+    async def test_a_revocation_outlives_its_client_and_a_restart(
+        self, probe: RunningApp, app_factory: AppFactory, make_client: ClientMaker
+    ) -> None:
+        client = await make_client("profiles:read", client_id="crm-connector")
+        token = await fetch_token(probe.http, client)
+        assert (await revoke(probe.http, client, token)).status_code == 200
+        await delete_row(probe, client.client_id)
+        # The same id again (an operator re-creating "the CRM client"): the old revoked token
+        # must not come back to life, on this instance or on one started afterwards.
+        await make_client("profiles:read", client_id="crm-connector")
+        restarted = await app_factory()
+        mount_probe(restarted.app)
+        assert await status(restarted, token) == 401
+        await probe.runtime.auth_sync.refresh()
+        assert await status(probe, token) == 401
+        assert len(await revocations_of(probe, client.client_id)) == 1
+
+    async def test_a_deleted_clients_token_is_refused_everywhere_within_a_second(
+        self, probe: RunningApp, app_factory: AppFactory, make_client: ClientMaker
+    ) -> None:
+        other = await app_factory()
+        mount_probe(other.app)
+        client = await make_client("profiles:read")
+        bystander = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        kept = await fetch_token(probe.http, bystander)
+        assert await status(probe, token) == 200
+        assert await status(other, token) == 200  # verified and cached over there
+        await delete_row(probe, client.client_id)
+        took = await refused_within(other, token)
+        assert took <= PROMISE
+        await refused_within(probe, token)
+        await asyncio.sleep(0.6)  # and it stays refused after later polls
+        assert await status(other, token) == 401
+        assert await status(other, kept) == 200
+        restarted = await app_factory()
+        mount_probe(restarted.app)
+        assert await status(restarted, token) == 401
+
+    async def test_a_deleted_clients_token_is_refused_where_no_poll_has_seen_the_client(
+        self, probe: RunningApp, app_factory: AppFactory, make_client: ClientMaker
+    ) -> None:
+        other = await app_factory()
+        mount_probe(other.app)
+        await other.runtime.auth_sync.stop()  # it will not poll again: it never sees the client
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        await delete_row(probe, client.client_id)
+        assert await status(other, token) == 401
+        assert await status(other, token) == 401
+
+    async def test_a_new_clients_first_token_works_at_once_where_no_poll_has_seen_it(
+        self, probe: RunningApp, app_factory: AppFactory, make_client: ClientMaker
+    ) -> None:
+        other = await app_factory()
+        mount_probe(other.app)
+        await other.runtime.auth_sync.stop()  # it will not poll again: it never sees the client
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        assert await status(other, token) == 200
+        assert await status(other, token) == 200
+        # and it is still refused there once disabled, after the poll that brings it
+        async with probe.runtime.sessionmaker() as session:
+            await ClientService(session).disable(client.client_id)
+            await session.commit()
+        await other.runtime.auth_sync.refresh()
+        assert await status(other, token) == 401
+
+    async def test_a_deleted_clients_tokens_ask_the_database_once_not_per_request(
+        self,
+        probe: RunningApp,
+        app_factory: AppFactory,
+        make_client: ClientMaker,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        other = await app_factory()
+        mount_probe(other.app)
+        await other.runtime.auth_sync.stop()
+        client = await make_client("profiles:read")
+        tokens = [await fetch_token(probe.http, client) for _ in range(3)]
+        await delete_row(probe, client.client_id)
+        asked: list[str] = []
+        query = ClientRepository.disabled
+
+        async def counting(repository: ClientRepository, client_id: str) -> bool | None:
+            asked.append(client_id)
+            return await query(repository, client_id)
+
+        monkeypatch.setattr(ClientRepository, "disabled", counting)
+        answers = await asyncio.gather(*(status(other, t) for t in tokens * 10))
+        answers += [await status(other, t) for t in tokens * 10]
+        assert set(answers) == {401}
+        assert asked == [client.client_id]
+
+
+class TestRevocationView:
+    def test_a_poll_that_started_before_a_lookup_does_not_undo_it(self) -> None:
+        view = RevocationView()
+        view.load_clients({"old": False}, asked_at=1.0)
+        view.learn("new", False, asked_at=3.0)  # made after the poll below read the table
+        view.load_clients({"old": False}, asked_at=2.0)
+        assert view.usable == {"old", "new"}
+        view.load_clients({"old": False}, asked_at=4.0)  # a later poll knows better: gone
+        assert view.usable == {"old"}
+        assert "new" in view.refused
+
+    def test_a_client_missing_from_a_poll_is_remembered_as_gone(self) -> None:
+        view = RevocationView()
+        view.load_clients({"a": False, "b": True}, asked_at=1.0)
+        view.load_clients({}, asked_at=2.0)
+        assert view.usable == frozenset()
+        assert view.refused == {"a", "b"}
+        view.load_clients({"a": False}, asked_at=3.0)  # the same id made again
+        assert view.usable == {"a"}
+        assert view.refused == {"b"}

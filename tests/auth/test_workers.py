@@ -19,8 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import delete
 
-from tests.conftest import Backend, ClientMaker
+from app.models import Client
+from tests.conftest import Backend, ClientMaker, RunningApp
 from tests.fixtures.service import children_of, free_port, socket_owner
 
 ENRICH = Path(sys.executable).with_name("enrich")
@@ -164,4 +166,35 @@ class TestRevocationAcrossWorkerProcesses:
         await asyncio.sleep(1.0)
         after = await statuses_by_worker(server, token, at_least=20, deadline=20)
         assert all(statuses == {401} for statuses in after.values()), after
+        assert len([pid for pid in after if pid > 0]) == 2, after
+
+    async def test_a_new_clients_token_works_at_once_and_dies_with_the_client_everywhere(
+        self, server: Server, running: RunningApp, make_client: ClientMaker
+    ) -> None:
+        await wait_until_up(server)
+        client = await make_client("profiles:read")  # after the workers' first poll
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            response = await http.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client.client_id, client.client_secret),
+            )
+            assert response.status_code == 200, response.text
+            token = response.json()["access_token"]
+        # (hang guards: on a busy machine one worker may take every connection for a while)
+        before = await statuses_by_worker(server, token, at_least=8, deadline=60)
+        assert all(statuses == {200} for statuses in before.values()), before
+        assert len([pid for pid in before if pid > 0]) == 2, before
+
+        # Deleted as any SQL would, without disabling it first.
+        async with running.runtime.sessionmaker() as session:
+            await session.execute(delete(Client).where(Client.client_id == client.client_id))
+            await session.commit()
+        deadline = time.monotonic() + 30  # promised within a second; generous for a busy box
+        while True:
+            after = await statuses_by_worker(server, token, at_least=8, deadline=60)
+            if all(statuses == {401} for statuses in after.values()):
+                break
+            assert time.monotonic() < deadline, f"still accepted somewhere: {after}"
+            await asyncio.sleep(0.1)
         assert len([pid for pid in after if pid > 0]) == 2, after

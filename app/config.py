@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    # A written document (profile, patch, bulk or import record, event): levels of nesting
+    # (the document is the first; orjson and pydantic cannot serialize past about 250) and
+    # characters of text (strings and member names together).
+    document_max_depth: int = Field(default=32, ge=2, le=200)
+    document_max_chars: int = Field(default=1_000_000, ge=1000)
     default_phone_region: str = "US"
     log_level: str = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"

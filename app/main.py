@@ -40,6 +40,8 @@ from app.ops.metrics import request_metrics
 from app.ops.network import NetworkSet
 from app.ops.router import router as ops_router
 from app.ops.state import build_operations
+from app.profiles.limits import DocumentLimits
+from app.profiles.limits import configure as configure_document_limits
 from app.profiles.router import router as profiles_router
 from app.responses import JSONResponse
 from app.state import Runtime
@@ -205,6 +207,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_supported()  # a library outside the tested range fails the start, not a request
     settings = settings or get_settings()
     configure_logging(settings)
+    configure_document_limits(
+        DocumentLimits(settings.document_max_depth, settings.document_max_chars)
+    )
     app = EnrichAPI(
         title="enrich",
         version=__version__,

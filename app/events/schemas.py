@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from app.profiles.identity import MAX_VALUE_LENGTH, is_absent
+from app.profiles.limits import check_document
 from app.profiles.patterns import (
     ABSENT_TEXT_PATTERN,
     TYPE_NAME_PATTERN,
@@ -24,7 +25,7 @@ from app.profiles.patterns import (
     compiled,
     present_text_pattern,
 )
-from app.profiles.schemas import MAX_MONEY, check_storable
+from app.profiles.schemas import MAX_MONEY, fit_ints
 
 PURCHASE = "purchase"
 MAX_EVENT_ID = 200
@@ -191,12 +192,17 @@ class EventIn(BaseModel):
         description="anything the event carries; a purchase's `amount` (and `currency`)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """The whole event, ``data`` at any depth, walked once before pydantic (see limits)."""
+        if isinstance(data, dict) and check_document(data) and "data" in data:
+            fit_ints(data["data"], "data")  # as stored, and written back by orjson
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> EventIn:
         self.type = self.type.lower()
-        check_storable(self.event_id, "event_id")
-        check_storable(self.type, "type")
-        check_storable(self.data, "data")
         if self.type == PURCHASE:
             if "amount" not in self.data or is_absent(self.data["amount"]):
                 raise ValueError("a purchase needs data.amount")

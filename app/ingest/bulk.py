@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -104,6 +105,11 @@ class Plan:
 class Store(Protocol):
     """The statements of one backend (app/ingest/store_pg.py, app/ingest/store_sqlite.py)."""
 
+    # What the database (or the driver, encoding a value) refuses in a record's own data, so
+    # that the batch can be rolled back to its savepoint and the record found; empty where
+    # there is no savepoint to return to (SQLite: validation is all there is).
+    refused: tuple[type[Exception], ...]
+
     async def owners(self, keys: Sequence[Key]) -> dict[Key, uuid.UUID]: ...
 
     def serialize(self, records: Sequence[tuple[int, PreparedProfile]]) -> None:
@@ -191,21 +197,79 @@ async def upsert_prepared(
     failures = [RecordOutcome(i, "failed", item) for i, item in items if isinstance(item, str)]
     records = [(i, item) for i, item in items if not isinstance(item, str)]
     store = await _store(session)
+    result = await _upsert(session, store, records, seen, before_lookup)
+    if failures:
+        result = combine([result, BulkResult(0, 0, 0, len(failures), failures, [])])
+    return result
+
+
+async def _upsert(
+    session: AsyncSession,
+    store: Store,
+    records: Sequence[tuple[int, PreparedProfile]],
+    seen: SeenKeys | None,
+    before_lookup: Callable[[], Awaitable[None]] | None,
+) -> BulkResult:
+    """Write ``records``; what the database refuses fails the record alone, not the batch.
+
+    Validation stops every refusal known (app/profiles/limits.py), so this is the net under
+    it: a batch the database refuses is rolled back to its savepoint and written again in
+    halves until the refused records stand alone; each fails with the reason and the rest
+    is written. About two batches' work for one such record; none at all otherwise.
+    """
+    try:
+        plan, changed, keys = await _retried(session, store, records, seen, before_lookup)
+    except store.refused as exc:
+        if len(records) == 1:
+            return BulkResult(
+                0, 0, 0, 1, [RecordOutcome(records[0][0], "failed", refusal(exc))], []
+            )
+        middle = len(records) // 2
+        halves = [records[:middle], records[middle:]]
+        return combine([await _upsert(session, store, h, seen, before_lookup) for h in halves])
+    return _result(plan, changed, keys)
+
+
+async def _retried(
+    session: AsyncSession,
+    store: Store,
+    records: Sequence[tuple[int, PreparedProfile]],
+    seen: SeenKeys | None,
+    before_lookup: Callable[[], Awaitable[None]] | None,
+) -> tuple[Plan, set[uuid.UUID], list[Key]]:
     for attempt in range(ATTEMPTS):
         # After a conflict, someone else writes identifiers: look every key up from now on.
         if seen is not None and attempt:
             seen.active = False
         known = seen if seen is not None and seen.active else None
         try:
-            plan, changed, keys = await _attempt(session, store, records, known, before_lookup)
-            break
+            return await _attempt(session, store, records, known, before_lookup)
         except Retry as exc:
             if attempt == ATTEMPTS - 1:
                 raise ConflictError(
                     "the identifiers kept changing while this batch ran; retry it"
                 ) from exc
-    plan.failures.extend(failures)
-    return _result(plan, changed, keys)
+    raise AssertionError("unreachable")
+
+
+def refusal(exc: BaseException) -> str:
+    """Why the database refused a record, by the error's kind (its text may quote the data)."""
+    kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(exc).__name__.removesuffix("Error")).lower()
+    return f"the database refused this record ({kind})"
+
+
+def combine(parts: Sequence[BulkResult]) -> BulkResult:
+    """One result for records written in several goes (each with its own outcomes)."""
+    results = sorted((o for part in parts for o in part.results), key=lambda o: o.index)
+    keys = [key for part in parts for key in part.changed_keys]
+    return BulkResult(
+        created=sum(p.created for p in parts),
+        updated=sum(p.updated for p in parts),
+        unchanged=sum(p.unchanged for p in parts),
+        failed=sum(p.failed for p in parts),
+        results=results,
+        changed_keys=list(dict.fromkeys(keys)),
+    )
 
 
 async def _store(session: AsyncSession) -> Store:
@@ -225,9 +289,16 @@ async def _attempt(
     seen: SeenKeys | None,
     before_lookup: Callable[[], Awaitable[None]] | None,
 ) -> tuple[Plan, set[uuid.UUID], list[Key]]:
+    # Sorted, so the index is walked in order rather than at random.
+    every = {key for _, record in records for key in record.keys}
+    wanted = sorted(every if seen is None else seen.may_have(every))
+    if wanted and before_lookup is not None:
+        # Before the savepoint: what it does (the initial load rebuilds the identifiers'
+        # indexes) must outlive an attempt that is rolled back.
+        await before_lookup()
     is_pg = session.get_bind().dialect.name == "postgresql"
     if not is_pg:
-        return await _run(store, records, seen, before_lookup)
+        return await _run(store, records, wanted)
     from app.ingest.store_pg import RETRYABLE
 
     try:
@@ -236,22 +307,14 @@ async def _attempt(
             # the store's statements bypass SQLAlchemy, so ask before they run.
             await session.connection()
             store.check_transaction()
-            return await _run(store, records, seen, before_lookup)
+            return await _run(store, records, wanted)
     except RETRYABLE as exc:
         raise Retry from exc
 
 
 async def _run(
-    store: Store,
-    records: Sequence[tuple[int, PreparedProfile]],
-    seen: SeenKeys | None,
-    before_lookup: Callable[[], Awaitable[None]] | None = None,
+    store: Store, records: Sequence[tuple[int, PreparedProfile]], wanted: list[Key]
 ) -> tuple[Plan, set[uuid.UUID], list[Key]]:
-    # Sorted, so the index is walked in order rather than at random.
-    every = {key for _, record in records for key in record.keys}
-    wanted = sorted(every if seen is None else seen.may_have(every))
-    if wanted and before_lookup is not None:
-        await before_lookup()
     lookup = asyncio.ensure_future(store.owners(wanted)) if wanted else None
     if lookup is not None:
         await asyncio.sleep(0)  # the query is on its way; serialize while the server works

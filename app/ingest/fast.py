@@ -27,6 +27,7 @@ from app.profiles.identity import (
     normalize_value,
     with_derived,
 )
+from app.profiles.limits import UnstorableError, check_document
 from app.profiles.schemas import EVENT_METRICS, TIMESTAMP_METRICS, ProfileDocument, as_utc
 from app.profiles.schemas import _event_metric as event_metric
 from app.profiles.schemas import _number as to_number
@@ -52,13 +53,24 @@ class RecordError(ValueError):
     """A record that cannot be loaded; the message says why (no profile contents)."""
 
 
-def prepare_raw(raw: Any, region: str, *, plain: bool = True) -> PreparedProfile:
+def prepare_raw(
+    raw: Any, region: str, *, plain: bool = True, checked: bool = False
+) -> PreparedProfile:
     """Validate and prepare one parsed document; raise RecordError when it cannot be loaded.
 
     ``plain`` promises what a strict JSON parser guarantees (orjson, not Python's ``json``):
     no NaN or infinite numbers, and no NUL character in any string (the caller checked the
-    raw text for ``\u0000``). Without it every document takes the full path.
+    raw text for ``\u0000``). Without it every document takes the full path. ``checked``
+    says the caller knows check_document would pass (see limits.passes_unwalked).
     """
+    if type(raw) is dict and not checked:
+        # Text no column holds, nesting past the limit: the record fails here, alone, rather
+        # than its whole batch in the database (or the serializer) later.
+        try:
+            large = check_document(raw)
+        except UnstorableError as exc:
+            raise RecordError(str(exc)) from exc
+        plain = plain and not large  # the full path makes them floats
     if plain and type(raw) is dict:
         try:
             return _direct(raw, region)

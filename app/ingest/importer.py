@@ -39,6 +39,8 @@ from app.ingest.readers import (
     read_ndjson,
 )
 from app.profiles.identity import Key
+from app.profiles.limits import DocumentLimits, storable_text
+from app.profiles.limits import configure as configure_limits
 
 DEFAULT_BATCH = 10_000
 # Below this a second process costs more to start than it saves.
@@ -151,6 +153,10 @@ async def import_file(
 ) -> ImportReport:
     """Load ``path`` (CSV or NDJSON) into the database; raise ImportFileError if it cannot."""
     chosen = detect_format(path, file_format)
+    # Here and (from these) in a reader process.
+    configure_limits(DocumentLimits(settings.document_max_depth, settings.document_max_chars))
+    if source is not None and not storable_text(source):  # argv may carry a lone surrogate
+        raise ImportFileError("--source must be UTF-8 text without NUL characters")
     if not await asyncio.to_thread(path.is_file):
         raise ImportFileError(f"cannot read {path}: no such file")
     # A large batch may take longer than the API's statement timeout.

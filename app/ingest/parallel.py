@@ -21,6 +21,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from app.fdio import read_exactly, write_all
 from app.ingest.readers import Format, ImportFileError, Item
 from app.ingest.store_pg import (
@@ -34,6 +36,9 @@ from app.ingest.store_pg import (
 )
 from app.profiles.documents import PreparedProfile
 from app.profiles.identity import Key
+from app.profiles.limits import DocumentLimits
+from app.profiles.limits import active as active_limits
+from app.profiles.limits import configure as configure_limits
 
 # One record on the wire: (line, error), or
 # (line, keys, source, names of the event metrics it sets, profile id, profile row, key lines).
@@ -132,6 +137,11 @@ def _encode(items: list[Item]) -> bytes:
         if isinstance(record, str):
             append((line, record))
             continue
+        try:
+            texts = texts_of(record)
+        except orjson.JSONEncodeError:  # validation refuses what orjson cannot write; a net
+            append((line, "the record cannot be written as JSON"))
+            continue
         pid = next(ids)
         columns = record.columns
         source = record.source
@@ -146,7 +156,7 @@ def _encode(items: list[Item]) -> bytes:
         row = "\t".join(
             (
                 pid,
-                *[json_field(text) for text in texts_of(record)],
+                *[json_field(text) for text in texts],
                 NULL if source is None else field(source),
                 *cells,
             )
@@ -196,7 +206,8 @@ def main(argv: list[str]) -> None:
     """The reader process: framed (kind, payload, position) messages on standard output."""
     from app.ingest.importer import batches
 
-    path, file_format, region, source, size, fd = argv
+    path, file_format, region, source, size, fd, max_depth, max_chars = argv
+    configure_limits(DocumentLimits(int(max_depth), int(max_chars)))
     # Frames go to a pipe of their own: nothing else the process prints can land among them.
     out = int(fd)
     # Every object here is short-lived and acyclic; the cyclic GC would only rescan them.
@@ -220,9 +231,11 @@ class ProcessReader:
     def __init__(
         self, path: Path, file_format: Format, region: str, source: str | None, size: int
     ) -> None:
+        limits = active_limits()  # the importer's, passed on
         read_end, write_end = os.pipe()
         command = [sys.executable, "-m", "app.ingest.parallel"]
         command += [str(path), file_format, region, source or "", str(size), str(write_end)]
+        command += [str(limits.max_depth), str(limits.max_chars)]
         try:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, pass_fds=(write_end,)

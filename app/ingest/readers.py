@@ -29,6 +29,7 @@ from app.exceptions import AppError
 from app.ingest.fast import RecordError, prepare_raw
 from app.profiles.documents import PreparedProfile
 from app.profiles.identity import TYPE_PATTERN
+from app.profiles.limits import passes_unwalked
 
 Format = Literal["csv", "ndjson"]
 Item = tuple[int, PreparedProfile | str]
@@ -80,13 +81,14 @@ def read_ndjson(lines: CountingReader, region: str, source: str | None) -> Itera
             yield number, f"invalid JSON: {str(exc).split(':')[0]}"
             continue
         if source is not None and type(raw) is dict and raw.get("source") is None:
-            raw["source"] = source
-        yield number, _prepare(raw, region, b"\\u0000" not in line)
+            raw["source"] = source  # checked by the importer
+        checked = passes_unwalked(line, extra_chars=len(source or ""))
+        yield number, _prepare(raw, region, b"\\u0000" not in line, checked)
 
 
-def _prepare(raw: Any, region: str, plain: bool) -> PreparedProfile | str:
+def _prepare(raw: Any, region: str, plain: bool, checked: bool = False) -> PreparedProfile | str:
     try:
-        return prepare_raw(raw, region, plain=plain)
+        return prepare_raw(raw, region, plain=plain, checked=checked)
     except RecordError as exc:
         return str(exc)
 

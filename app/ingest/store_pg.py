@@ -34,6 +34,18 @@ RETRYABLE = (
     asyncpg.SerializationError,
 )
 
+# What the server refuses in a record's data (22 data exception: an escape JSON cannot hold,
+# a value out of range; 23 a check or not-null constraint; 54 a value past a limit, such as an
+# index row) or the client cannot encode; every statement runs inside the batch's savepoint.
+# Tested after RETRYABLE, whose unique and foreign-key violations are class 23 too.
+REFUSED: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    UnicodeEncodeError,
+    orjson.JSONEncodeError,
+)
+
 PROFILE_COLUMNS = (
     "id",
     "traits",
@@ -150,6 +162,8 @@ def optional(value: Any) -> str:
 
 
 class PgStore:
+    refused = REFUSED
+
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.pg = connection
         self.texts: dict[int, Texts] = {}

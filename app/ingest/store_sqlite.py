@@ -31,6 +31,8 @@ identifiers: Table = Identifier.__table__  # type: ignore[assignment]
 
 
 class SqliteStore:
+    refused: tuple[type[Exception], ...] = ()  # no savepoint to return to (see Store)
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.stored: dict[uuid.UUID, Row[Any]] = {}

@@ -8,17 +8,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from app.profiles.limits import INT_RANGE, check_document, fit_int
 from app.profiles.patterns import TYPE_NAME_PATTERN, W, absent_or_present_pattern, compiled
 
 # Metrics written by purchase events; kept in columns so they update atomically.
 EVENT_METRICS = ("order_count", "lifetime_value", "last_order_at", "last_event_at")
 TIMESTAMP_METRICS = ("last_order_at", "last_event_at")
+# What integers past 64 bits become floats in (orjson writes every answer); not identifiers.
+CONTENT = ("traits", "segments", "metrics", "recommendations")
 # Numeric(20, 4) holds 16 integer digits; stay well inside so a sum never overflows.
 MAX_MONEY = 1e14
-
-
-# orjson (every answer) writes integers in this range; larger ones are kept as floats.
-INT_RANGE = (-(2**63), 2**64 - 1)
 
 
 def _number(value: Any) -> Any:
@@ -51,21 +50,12 @@ def _score(value: Any) -> Any:
     return _no_bool(value)
 
 
-def fit_int(value: int, where: str) -> int | float:
-    """An integer the answers can carry: beyond 64 bits it becomes a float (JSON's number)."""
-    if INT_RANGE[0] <= value <= INT_RANGE[1]:
-        return value
-    try:
-        return float(value)
-    except OverflowError as exc:
-        raise ValueError(f"{where} holds a number that is too large") from exc
-
-
 def fit_ints(value: Any, where: str = "a stored value") -> Any:
     """``value`` with every integer past 64 bits made a float, in place; returns it.
 
-    Writes convert them already (check_storable), but PostgreSQL's JSONB prints a large float
-    such as 1e20 back as a 21-digit integer, which orjson could not write into an answer.
+    Writes convert them already (where check_document finds them), but PostgreSQL's JSONB
+    prints a large float such as 1e20 back as a 21-digit integer, which orjson could not write
+    into an answer.
     """
     stack: list[Any] = [value]
     while stack:
@@ -80,38 +70,11 @@ def fit_ints(value: Any, where: str = "a stored value") -> Any:
     return value
 
 
-def check_storable(value: Any, where: str) -> None:
-    """Refuse what JSON columns cannot hold: NaN or infinite numbers and NUL characters.
-
-    Python's JSON parser accepts ``NaN``; PostgreSQL's JSONB refuses it and the NUL character,
-    so they are payload errors here rather than database errors later. Integers past 64 bits,
-    which orjson cannot write back, become floats in place (containers are the caller's own,
-    freshly parsed).
-    """
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if isinstance(child, int) and not isinstance(child, bool):
-                    item[key] = fit_int(child, where)
-        elif isinstance(item, list):
-            for index, child in enumerate(item):
-                if isinstance(child, int) and not isinstance(child, bool):
-                    item[index] = fit_int(child, where)
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError(f"{where} holds a number that is not finite")
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError(f"{where} holds a NUL character")
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                if isinstance(key, str) and "\x00" in key:
-                    raise ValueError(f"{where} holds a NUL character")
-                stack.append(child)
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+def finite(value: Any, where: str) -> Any:
+    """A converted metric (``"1e999"`` is a numeric string) must still be a finite number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} holds a number that is not finite")
+    return value
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -244,17 +207,20 @@ class ProfileDocument(BaseModel):
         default=None, max_length=100, description="where the data came from, e.g. crm"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """Walk the whole document once, before pydantic, whatever its depth (see limits)."""
+        if isinstance(data, dict) and check_document(data):
+            for name in CONTENT:
+                if name in data:
+                    fit_ints(data[name], name)
+        return data
+
     @model_validator(mode="after")
-    def _storable(self) -> ProfileDocument:
-        check_storable(self.traits, "traits")
-        check_storable(self.segments, "segments")
-        for recommendation in self.recommendations:
-            check_storable(recommendation.model_extra, "recommendations")
-        check_storable(self.metrics, "metrics")
-        check_storable(self.source, "source")
-        check_storable(list(self.identifiers.values()), "identifiers")
+    def _event_metrics(self) -> ProfileDocument:
         for name, value in list(self.metrics.items()):
-            check_storable(value, f"metrics.{name}")
+            finite(value, f"metrics.{name}")
             if name in EVENT_METRICS:
                 self.metrics[name] = _event_metric(name, value)
         return self

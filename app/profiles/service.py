@@ -29,6 +29,7 @@ from app.profiles.identity import (
     normalize_value,
     with_derived,
 )
+from app.profiles.limits import UnstorableError, check_document
 from app.profiles.mergepatch import merge_patch
 from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import EVENT_METRICS, ProfileDocument
@@ -164,6 +165,10 @@ class ProfileService:
         """Apply an RFC 7396 merge patch; only the event metrics it names are written."""
         if not isinstance(patch, dict):
             raise PatchError("a merge patch for a profile must be a JSON object")
+        try:
+            check_document(patch)  # identifiers too; the merged content is checked again
+        except UnstorableError as exc:
+            raise PatchError(str(exc)) from exc
         owner = await self._owner(path)
         profile = await self.repo.get(owner, lock=True)
         if profile is None:

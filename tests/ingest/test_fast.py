@@ -5,11 +5,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 import pytest
 
 from app.ingest.demo import demo_guest, demo_profile
 from app.ingest.fast import RecordError, keys_of, prepare_document, prepare_raw
+from app.profiles import limits
 from app.profiles.identity import IdentifierError, write_keys
+from app.profiles.limits import DocumentLimits, UnstorableError, check_document
 
 EDGE_CASES: list[dict[str, Any]] = [
     {},
@@ -55,6 +58,12 @@ EDGE_CASES: list[dict[str, Any]] = [
     {"identifiers": {"email": "no-at-sign"}, "metrics": {"x": "soon"}},
     {"identifiers": {"Bad Type": "x"}},
     {"identifiers": {"crm_id": "x" * 321}},
+    {"traits": {"big": 2**70, "list": [2**64]}},
+    {"traits": {"deep": orjson.loads(b"[" * 40 + b"]" * 40)}},
+    {"recommendations": [{"product_id": "a\x00", "score": 0.5}]},
+    {"traits": {"x": "\ud800"}},
+    {"traits": {"\x00": 1}},
+    {"metrics": {"x": float("inf")}},
 ]
 
 
@@ -112,3 +121,33 @@ class TestKeysOf:
         except IdentifierError as exc:
             got = exc.message
         assert got == expected
+
+
+UNWALKED = [
+    b'{"identifiers": {"email": "a@example.com"}, "traits": {"n": [1, {"b": 2}]}}',
+    b'{"traits": {"note": "brackets [[[[ {{{{ in text"}}',
+    b'{"traits": {"x": "a\\u0000b"}}',
+    b'{"traits": {"x": "a\\\\u0000b"}}',  # an escaped backslash, then text: storable
+    b'{"traits": {"d": ' + b"[" * 40 + b"]" * 40 + b"}}",
+    b'{"traits": {"d": ' + b"[" * 30 + b"]" * 30 + b"}}",
+    b'{"traits": {"long": "' + b"x" * 2000 + b'"}}',
+    b'{"traits": {"big": 123456789012345678901234567890}}',
+]
+
+
+class TestPassesUnwalked:
+    @pytest.mark.parametrize("text", UNWALKED)
+    def test_never_passes_what_the_walk_refuses(self, text: bytes) -> None:
+        small = DocumentLimits(max_depth=32, max_chars=1000)
+        previous = limits.active()
+        limits.configure(small)
+        try:
+            unwalked = limits.passes_unwalked(text)
+        finally:
+            limits.configure(previous)
+        try:
+            check_document(orjson.loads(text), small)
+            walked = True
+        except UnstorableError:
+            walked = False
+        assert walked or not unwalked

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.enrich.cache import l2_key
 from app.ingest import importer
+from app.profiles import limits
 from tests.conftest import Backend
 from tests.fixtures.databases import REDIS_URL
 from tests.ingest.helpers import stored_profiles
@@ -237,3 +238,109 @@ class TestImportFile:
         assert stored["traits"] == {"n": 3, "note": "tab\there \\ backslash"}
         assert stored["source"] == "crm"
         assert stored["recommendations"] == [{"product_id": "P3", "score": 0.5}]
+
+
+def deep(levels: int) -> bytes:
+    return b"[" * levels + b"1" + b"]" * levels
+
+
+# Lines 2, 4, 5 and 6 cannot be stored (a NUL, nesting past 32 levels, a lone surrogate);
+# before, the first of them stopped the import with a traceback on PostgreSQL and every
+# later row was lost (on a first load, every row).
+UNSTORABLE_NDJSON = [
+    orjson.dumps({"identifiers": {"email": "p1@example.com"}, "traits": {"n": 1}}),
+    rb'{"identifiers": {"email": "x2@example.com"}, '
+    rb'"recommendations": [{"product_id": "S\u0000"}]}',
+    orjson.dumps({"identifiers": {"email": "p3@example.com"}, "traits": {"n": 3}}),
+    b'{"identifiers": {"email": "x4@example.com"}, "traits": {"tree": ' + deep(300) + b"}}",
+    rb'{"identifiers": {"email": "x5@example.com"}, "traits": {"k\u0000": 1}}',
+    rb'{"identifiers": {"email": "x6@example.com"}, "traits": {"name": "\ud800"}}',
+    orjson.dumps({"identifiers": {"email": "p7@example.com"}, "traits": {"n": 7}}),
+]
+UNSTORABLE_CSV = "\n".join(
+    [
+        "email,traits.prefs,recommendations",
+        "p1@example.com,a,",
+        f'x3@example.com,"{deep(300).decode()}",',
+        'x4@example.com,,"[{""product_id"": ""S\\u0000""}]"',
+        "p5@example.com,b,",
+        "",
+    ]
+)
+
+
+class TestUnstorableRecords:
+    @pytest.mark.parametrize("load", ["first", "later"])
+    async def test_ndjson_bad_records_fail_alone_and_the_rest_load(
+        self, backend: Backend, sessions: Sessions, tmp_path: Path, load: str
+    ) -> None:
+        if load == "later":  # identifiers is not empty: the batch-by-batch route
+            (tmp_path / "before.ndjson").write_bytes(UNSTORABLE_NDJSON[0] + b"\n")
+            assert run(backend, "before.ndjson", cwd=tmp_path).returncode == 0
+        (tmp_path / "people.ndjson").write_bytes(b"\n".join(UNSTORABLE_NDJSON) + b"\n")
+
+        done = run(backend, "people.ndjson", cwd=tmp_path)
+
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        counts = (
+            "2 created, 0 updated, 1 unchanged"
+            if load == "later"
+            else "3 created, 0 updated, 0 unchanged"
+        )
+        assert f"{counts}, 4 failed" in done.stdout, done.stdout
+        assert "line 2: recommendations[0].product_id holds a NUL character" in done.stderr
+        assert "line 4: traits.tree[0][0]... nests deeper than the 32 levels" in done.stderr
+        assert "line 5: a member name in traits holds a NUL character" in done.stderr
+        assert "line 6: invalid JSON" in done.stderr
+        stored = await stored_profiles(sessions)
+        emails = {name.split()[0] for name in stored}
+        assert emails == {"email:p1@example.com", "email:p3@example.com", "email:p7@example.com"}
+
+    @pytest.mark.parametrize("load", ["first", "later"])
+    async def test_csv_bad_records_fail_alone_and_the_rest_load(
+        self, backend: Backend, sessions: Sessions, tmp_path: Path, load: str
+    ) -> None:
+        if load == "later":
+            (tmp_path / "before.csv").write_text("email\nsomeone@example.com\n")
+            assert run(backend, "before.csv", cwd=tmp_path).returncode == 0
+        (tmp_path / "people.csv").write_text(UNSTORABLE_CSV)
+
+        done = run(backend, "people.csv", cwd=tmp_path)
+
+        assert done.returncode == 0, done.stderr
+        assert "2 created, 0 updated, 0 unchanged, 2 failed" in done.stdout
+        assert "line 3: traits.prefs[0][0]... nests deeper than the 32 levels" in done.stderr
+        assert "line 4: recommendations[0].product_id holds a NUL character" in done.stderr
+        stored = await stored_profiles(sessions)
+        emails = {name.split()[0] for name in stored} - {"email:someone@example.com"}
+        assert emails == {"email:p1@example.com", "email:p5@example.com"}
+
+    async def test_a_reader_process_fails_them_alone_too(
+        self, backend: Backend, sessions: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(importer, "PROCESS_READER_BYTES", 0)  # PostgreSQL: a reader process
+        path = tmp_path / "people.ndjson"
+        path.write_bytes(b"\n".join(UNSTORABLE_NDJSON) + b"\n")
+
+        report = await importer.import_file(path, backend.settings(), batch_size=2)
+
+        assert (report.created, report.failed) == (3, 4)
+        assert [line for line, _ in report.errors] == [2, 4, 5, 6]
+        assert len(await stored_profiles(sessions)) == 3
+
+    async def test_the_depth_limit_is_a_setting(
+        self, backend: Backend, sessions: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(limits, "_active", limits.active())  # the import sets its own
+        path = tmp_path / "people.ndjson"
+        record = {"identifiers": {"email": "a@example.com"}, "traits": {"t": [[[1]]]}}
+        path.write_bytes(orjson.dumps(record) + b"\n")
+        settings = backend.settings(document_max_depth=4)
+
+        report = await importer.import_file(path, settings)
+
+        assert report.errors == [
+            (1, "traits.t[0][0] nests deeper than the 4 levels a document may have")
+        ]
+        assert await stored_profiles(sessions) == {}

@@ -25,7 +25,9 @@ from app.db import create_engine, create_sessionmaker
 from app.ingest import importer, initial
 from app.ingest.bulk import SeenKeys, upsert_documents, upsert_prepared
 from app.ingest.fast import prepare_raw
+from app.ingest.readers import Item
 from app.models import Event, Identifier, Profile
+from app.profiles.documents import PreparedProfile
 from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import ProfileDocument
 from tests.conftest import Backend, run_sync
@@ -151,6 +153,81 @@ class TestInitialLoad:
         stored = await stored_profiles(pg_sessions)
         assert len(stored) == 2
         assert named(stored, "email:p1@example.com")["traits"] == {"n": 42}
+
+
+def refused_by_the_database(i: int) -> PreparedProfile:
+    """A record validation would refuse, made by hand: PostgreSQL refuses U+0000 in JSON."""
+    record = prepare_raw(person(i), "US")
+    record.traits = {"note": "a\x00b"}
+    return record
+
+
+class TestRecordsTheDatabaseRefuses:
+    """The net under validation: a refused record fails alone, the rest of its batch is stored."""
+
+    async def test_new_profiles(self, pg_sessions: Sessions) -> None:
+        items: list[Item] = [(i, prepare_raw(person(i), "US")) for i in range(8)]
+        items[2] = (2, refused_by_the_database(2))
+        items[5] = (5, refused_by_the_database(5))
+
+        async with pg_sessions() as session:
+            result = await upsert_prepared(session, items)
+            await session.commit()
+
+        assert (result.created, result.failed) == (6, 2)
+        assert [o.index for o in result.results] == list(range(8))
+        refused = {o.index: o.error for o in result.results if o.status == "failed"}
+        assert refused == {
+            2: "the database refused this record (untranslatable character)",
+            5: "the database refused this record (untranslatable character)",
+        }
+        stored = await stored_profiles(pg_sessions)
+        assert len(stored) == 6
+        assert not any("p2@example.com" in name or "p5@example.com" in name for name in stored)
+        assert set(result.changed_keys) >= {("email", "p7@example.com")}
+
+    async def test_an_update(self, pg_sessions: Sessions) -> None:
+        async with pg_sessions() as session:
+            await upsert_prepared(session, [(0, prepare_raw(person(1), "US"))])
+            await session.commit()
+        items: list[Item] = [
+            (0, refused_by_the_database(1)),
+            (1, prepare_raw(person(2), "US")),
+        ]
+
+        async with pg_sessions() as session:
+            result = await upsert_prepared(session, items)
+            await session.commit()
+
+        assert [o.status for o in result.results] == ["failed", "created"]
+        stored = await stored_profiles(pg_sessions)
+        assert named(stored, "email:p1@example.com")["traits"] == {"n": 1}
+        assert named(stored, "email:p2@example.com")["traits"] == {"n": 2}
+
+    async def test_an_initial_load(self, pg_url: str, pg_sessions: Sessions) -> None:
+        load = await initial.InitialLoad.start(pg_sessions)
+        assert load is not None  # identifiers is empty: the one-transaction route
+        first: list[Item] = [(i, prepare_raw(person(i), "US")) for i in range(4)]
+        first[1] = (1, refused_by_the_database(1))
+        second: list[Item] = [(i, prepare_raw(person(i), "US")) for i in range(4, 8)]
+        second[3] = (7, refused_by_the_database(7))
+
+        try:
+            results = [await load.load(first), await load.load(second)]
+            await load.commit()
+        except BaseException:
+            await load.abandon()
+            raise
+
+        assert [(r.created, r.failed) for r in results] == [(3, 1), (3, 1)]
+        assert len(await stored_profiles(pg_sessions)) == 6
+        async with pg_sessions() as session:
+            indexes = set(
+                await session.scalars(
+                    text("SELECT indexname FROM pg_indexes WHERE tablename = 'identifiers'")
+                )
+            )
+        assert indexes == {"pk_identifiers", "ix_identifiers_profile_id"}
 
 
 class TestInitialLoadIndexes:

@@ -36,3 +36,17 @@ class TestMergePatch:
         target = {"a": {"b": 1}}
         merge_patch(target, {"a": {"b": 2}})
         assert target == {"a": {"b": 1}}
+
+    def test_any_depth_merges_without_recursion(self) -> None:
+        # 900 levels overflowed the stack before (RecursionError, a 500 on PATCH).
+        levels = 5000
+        target: dict[str, Any] = {"keep": 1}
+        patch: dict[str, Any] = {"drop": None, "new": 2}
+        for _ in range(levels):
+            target, patch = {"a": target}, {"a": patch}
+
+        merged = merge_patch(target, patch)
+
+        for _ in range(levels):
+            merged = merged["a"]
+        assert merged == {"keep": 1, "new": 2}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from collections.abc import Iterable
 
 import pytest
 
@@ -19,13 +20,18 @@ from tests.auth.conftest import PROBE_READ, bearer, fetch_token
 from tests.conftest import ClientMaker, RunningApp
 
 
-def verifier_for(running: RunningApp, max_cached_bytes: int) -> TokenVerifier:
+def verifier_for(
+    running: RunningApp, max_cached_bytes: int, clients: Iterable[str] = ("enr_padded",)
+) -> TokenVerifier:
+    """A verifier of its own, knowing ``clients`` as existing and enabled (as a poll would)."""
     runtime = running.runtime
+    revoked = RevocationView()
+    revoked.load_clients(dict.fromkeys(clients, False), asked_at=0.0)
     return TokenVerifier(
         runtime.keyring,
         runtime.settings.token_issuer,
         runtime.settings.audience,
-        RevocationView(),
+        revoked,
         max_cached_bytes=max_cached_bytes,
     )
 
@@ -40,9 +46,10 @@ def issuer_for(running: RunningApp) -> TokenIssuer:
 class TestVerifiedTokens:
     def test_many_tokens_stay_within_the_byte_budget(self, running: RunningApp) -> None:
         budget = 1_048_576
-        verifier = verifier_for(running, budget)
+        clients = [f"enr_{i:024d}" for i in range(1200)]
+        verifier = verifier_for(running, budget, clients)
         issuer = issuer_for(running)
-        tokens = [issuer.issue(f"enr_{i:024d}", ["profiles:read"])[0] for i in range(1200)]
+        tokens = [issuer.issue(client, ["profiles:read"])[0] for client in clients]
         gc.collect()
         tracemalloc.start()
         try:

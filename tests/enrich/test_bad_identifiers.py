@@ -60,7 +60,7 @@ class TestIdentifiersThatAreNotText:
         if running.runtime.settings.redis_url:
             assert answer.headers["x-cache"] == "hit"  # from Redis, which was not skipped
 
-    async def test_a_write_naming_one_is_a_400(
+    async def test_a_write_naming_one_is_refused(
         self, running: RunningApp, headers: dict[str, str]
     ) -> None:
         body = b'{"identifiers": {"email": "\\ud800@example.com"}, "traits": {"tier": "gold"}}'
@@ -69,7 +69,11 @@ class TestIdentifiersThatAreNotText:
             content=body,
             headers={**headers, "Content-Type": "application/json"},
         )
-        assert answer.status_code == 400, answer.text
-        assert answer.json()["error"] == "invalid_identifier"
+        # A written document is validated whole, before any I/O (app/profiles/limits.py): the
+        # 422 of payload validation, naming the place and not the content.
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"] == "validation_error"
+        assert "identifiers.email" in answer.text
+        assert "example.com" not in answer.text
         missing = await running.http.get("/v1/profiles/crm_id/C-8", headers=headers)
         assert missing.status_code == 404

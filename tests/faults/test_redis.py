@@ -34,10 +34,11 @@ PATCHED = range(5)  # the profiles written during the outage
 LOAD = 500
 CONCURRENCY = 10
 # The service answers within its deadline (production's 250 ms) or says 503, which `errors`
-# counts; what a client measures adds queueing on a busy 2-core machine (1.6 s seen in CI), so
-# this bound only catches hangs.
+# counts; what a client measures adds queueing on a busy 2-core machine (1.6 s seen in CI, 6.2 s
+# at load average 6-20), so this bound only catches hangs: a request waiting on a dead Redis
+# without a timeout would never come back.
 DEADLINE_MS = "250"
-MAX_LATENCY_MS = 3000
+MAX_LATENCY_MS = 15_000
 
 
 def addresses() -> list[str]:

@@ -60,8 +60,13 @@ def fit_ints(value: Any, where: str = "a stored value") -> Any:
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
-        children = item.items() if isinstance(item, dict) else enumerate(item)
-        for key, child in list(children) if isinstance(item, dict | list) else ():
+        if isinstance(item, dict):
+            children: list[tuple[Any, Any]] = list(item.items())
+        elif isinstance(item, list):
+            children = list(enumerate(item))
+        else:  # a scalar where an object or a list belongs: pydantic refuses it next
+            continue
+        for key, child in children:
             if isinstance(child, int) and not isinstance(child, bool):
                 if not INT_RANGE[0] <= child <= INT_RANGE[1]:
                     item[key] = fit_int(child, where)

@@ -246,3 +246,29 @@ class TestLargeIntegers:
         assert response.status_code == 201, response.text
         assert response.json()["identifiers"]["guest_ref"] == digits
         assert response.json()["traits"] == {"n": float(digits)}
+
+
+class TestMembersOfTheWrongKind:
+    """A scalar where an object or a list belongs is the 422 of payload validation (it was a
+    500: the document walk tried to iterate the number; found by schemathesis)."""
+
+    @pytest.mark.parametrize(
+        "member", [b'"traits": 5', b'"metrics": 2.5', b'"recommendations": true', b'"segments": 7']
+    )
+    async def test_put_and_patch_are_422(
+        self, http: httpx.AsyncClient, headers: dict[str, str], member: bytes
+    ) -> None:
+        put = await http.put(
+            "/v1/profiles/crm_id/C-7", content=b"{" + member + b"}", headers={**headers, **JSON}
+        )
+        assert put.status_code == 422, put.text
+        assert put.json()["error"] == "validation_error"
+        good = await http.put("/v1/profiles/crm_id/C-7", json={"traits": {}}, headers=headers)
+        assert good.status_code == 201, good.text
+        patch = await http.patch(
+            "/v1/profiles/crm_id/C-7",
+            content=b"{" + member + b"}",
+            headers={**headers, **PATCH_JSON},
+        )
+        assert patch.status_code == 422, patch.text
+        assert patch.json()["error"] == "validation_error"

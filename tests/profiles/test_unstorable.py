@@ -249,11 +249,17 @@ class TestLargeIntegers:
 
 
 class TestMembersOfTheWrongKind:
-    """A scalar where an object or a list belongs is the 422 of payload validation (it was a
-    500: the document walk tried to iterate the number; found by schemathesis)."""
+    """A scalar where an object or a list belongs is the 422 of payload validation, also in a
+    document holding an integer past 64 bits (which makes the walk convert every member: it
+    tried to iterate the scalar, a 500; found by schemathesis)."""
 
     @pytest.mark.parametrize(
-        "member", [b'"traits": 5', b'"metrics": 2.5', b'"recommendations": true', b'"segments": 7']
+        "member",
+        [
+            b'"traits": 5, "metrics": {"big": 100000000000000000000000}',
+            b'"metrics": 2.5, "traits": {"big": 100000000000000000000000}',
+            b'"recommendations": true, "traits": {"big": 100000000000000000000000}',
+        ],
     )
     async def test_put_and_patch_are_422(
         self, http: httpx.AsyncClient, headers: dict[str, str], member: bytes

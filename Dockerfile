@@ -22,7 +22,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
 # Then what the runtime never loads leaves the venv: pip and setuptools, and phonenumbers'
-# geocoder, carrier and time-zone data (45 MB; app/profiles/identity.py only parses and formats
+# geocoder, carrier and time-zone data (45 MB; app/identity/identifiers.py only parses and formats
 # numbers, and tests/test_settings_files.py keeps it so).
 RUN if ls /tmp/in/enrich-*.whl >/dev/null 2>&1; then mkdir /wheels && cp /tmp/in/enrich-*.whl /wheels/; \
     else /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels .; fi \

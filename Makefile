@@ -32,6 +32,7 @@ test: install node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app
+	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --dist loadfile
 
 lock: install
@@ -47,6 +48,7 @@ lock-upgrade: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy app
+	$(BIN)/lint-imports
 
 bench-token: install
 	$(BIN)/python bench/token_bench.py

@@ -14,9 +14,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.config import Settings
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 from app.ingest.demo import demo_profile
-from app.migrate import upgrade
 
 OUT = Path(__file__).resolve().parent / "out"
 PG_ADMIN_URL = os.environ.get(

@@ -32,11 +32,11 @@ import orjson
 from common import OUT, create_database, data_file, database_exists, pg_url
 
 from app.auth.service import ClientService
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 from app.ingest.demo import demo_profile
 from app.ingest.importer import import_file
-from app.migrate import upgrade
 
 HERE = Path(__file__).resolve().parent
 ENRICH = str(Path(sys.executable).with_name("enrich"))

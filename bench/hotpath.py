@@ -4,7 +4,7 @@
                                       [--rounds 3]
 
 Starts the service on PostgreSQL + Redis with one uvicorn worker as `enrich serve` runs it
-(uvloop, httptools with one write per response: app/ops/http.py), loads
+(uvloop, httptools with one write per response: app/platform/http.py), loads
 the demo data set (N profiles, reused while the database holds them), and measures with wrk
 (`wrk -t1 -cC -dS --latency`), each scenario after a 2 s warm-up:
 
@@ -51,8 +51,8 @@ import redis
 from common import OUT
 from enrich_pg import ensure_profiles, make_client
 
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 ENRICH = str(Path(sys.executable).with_name("enrich"))
@@ -129,7 +129,7 @@ def enrich_server(env: dict[str, str]) -> Server:
     )
 
 
-SAME_HTTP = "app.ops.http:CoalescingHttpToolsProtocol"  # what `enrich serve` runs
+SAME_HTTP = "app.platform.http:CoalescingHttpToolsProtocol"  # what `enrich serve` runs
 
 
 def bare_server(body_file: Path, http: str = SAME_HTTP) -> Server:

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 from common import create_database, data_file, drop_database, pg_url
 
-from app.config import Settings
+from app.core.settings import Settings
 from app.ingest.importer import ImportReport, import_file
 
 

@@ -40,12 +40,12 @@ import redis.asyncio as redis
 from fastapi import Depends, FastAPI
 from starlette.requests import Request
 
+from app.auth.bearer import Authorizer, bearer_token, require_scope
 from app.auth.service import ClientService
 from app.auth.tokens import Principal
-from app.config import Settings
-from app.dependencies import bearer_token, require_scope
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 from app.main import create_app
-from app.migrate import upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "ENRICH_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -241,10 +241,11 @@ async def run_backend(backend: Backend, iterations: int, warmup: int) -> list[Re
         bearer_headers = [(b"authorization", f"Bearer {token}".encode())]
         dependency = require_scope("profiles:read")
         request = Request(http_scope("GET", "/_bench/protected", bearer_headers))
+        authorizer = Authorizer(runtime.verifier, runtime.auth_sync, runtime.ops.guard)
 
         async def authorize() -> None:
             value = await bearer_token(request)
-            await dependency(request, runtime, value)
+            await dependency(request, authorizer, value)
 
         results.append(
             Result(backend.name, "authorize", await measure(authorize, iterations, warmup))

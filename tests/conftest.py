@@ -18,9 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from app.auth.service import ClientService
-from app.config import Settings
+from app.core.settings import Settings
 from app.main import create_app
-from app.state import Runtime
+from app.runtime import Runtime
 from tests.fixtures.databases import (
     REDIS_URL,
     check_redis,

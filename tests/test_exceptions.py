@@ -16,10 +16,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
-from app.db import create_engine
-from app.exceptions import ConflictError, ServiceUnavailableError, database_answer
-from app.logging import exception_fields
+from app.core.db import create_engine
+from app.core.errors import ConflictError, ServiceUnavailableError, database_answer
+from app.core.settings import Settings
+from app.platform.logging import exception_fields
 
 EMAIL = "leak.canary.4711@example.com"
 

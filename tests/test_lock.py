@@ -17,8 +17,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import app
-from app import versions
-from app.versions import SUPPORTED, UnsupportedDependencyError, check_supported, release
+from app.core import versions
+from app.core.versions import SUPPORTED, UnsupportedDependencyError, check_supported, release
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_LOCK = ROOT / "requirements" / "service.lock"

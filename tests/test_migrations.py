@@ -20,10 +20,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from app.config import Settings
-from app.db import create_engine
-from app.migrate import alembic_config, upgrade
-from app.models import Base
+from app.core.db import create_engine
+from app.core.migrate import alembic_config, upgrade
+from app.core.models import Base
+from app.core.settings import Settings
 from tests.fixtures.databases import PG_ADMIN_URL, drop_pg_database
 
 # Revocations stop following their client (2026_12_01_1800-revocations_outlive_clients.py).

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from app.config import Settings
+from app.core.settings import Settings
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent

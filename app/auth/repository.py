@@ -9,8 +9,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Client, RevokedToken, SigningKey
-from app.models.base import utcnow
+from app.core.models import Client, RevokedToken, SigningKey
+from app.core.models.base import utcnow
 
 
 class ClientRepository:

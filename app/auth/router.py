@@ -18,12 +18,16 @@ from app.auth.schemas import (
     OAuthErrorResponse,
     TokenResponse,
 )
-from app.auth.service import ClientCredentials, OAuthError, OAuthService
-from app.dependencies import RuntimeDep, SessionDep
-from app.exceptions import BodyTooLargeError
-from app.ops.guard import CLIENT_ID_KEY
-from app.ops.metrics import TOKENS_ISSUED, TOKENS_REFUSED
-from app.responses import JSONResponse
+from app.auth.service import AuthFailureThrottle, ClientCredentials, OAuthError, OAuthService
+from app.auth.sync import AuthStateSync
+from app.auth.tokens import KeyRing, TokenIssuer, TokenVerifier
+from app.core.db import SessionDep
+from app.core.errors import BodyTooLargeError
+from app.core.parts import part
+from app.core.responses import JSONResponse
+from app.core.settings import SettingsDep
+from app.platform.metrics import TOKENS_ISSUED, TOKENS_REFUSED
+from app.platform.middleware import CLIENT_ID_KEY
 
 router = APIRouter(tags=["OAuth 2.0"])
 
@@ -217,14 +221,14 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def oauth_service(runtime: RuntimeDep, session: SessionDep) -> OAuthService:
-    return OAuthService(
-        session,
-        runtime.issuer,
-        runtime.verifier,
-        runtime.throttle,
-        runtime.auth_sync.reload_keys,
-    )
+async def oauth_service(
+    session: SessionDep,
+    issuer: Annotated[TokenIssuer, Depends(part(TokenIssuer))],
+    verifier: Annotated[TokenVerifier, Depends(part(TokenVerifier))],
+    throttle: Annotated[AuthFailureThrottle, Depends(part(AuthFailureThrottle))],
+    sync: Annotated[AuthStateSync, Depends(part(AuthStateSync))],
+) -> OAuthService:
+    return OAuthService(session, issuer, verifier, throttle, sync.reload_keys)
 
 
 ServiceDep = Annotated[OAuthService, Depends(oauth_service)]
@@ -319,12 +323,14 @@ async def introspect(
 
 
 @router.get("/.well-known/oauth-authorization-server", summary="Authorization server metadata")
-async def metadata(runtime: RuntimeDep) -> dict[str, Any]:
+async def metadata(
+    settings: SettingsDep, issuer: Annotated[TokenIssuer, Depends(part(TokenIssuer))]
+) -> dict[str, Any]:
     """Describe this authorization server (RFC 8414)."""
-    base = runtime.settings.public_url.rstrip("/")
+    base = settings.public_url.rstrip("/")
     methods = ["client_secret_basic", "client_secret_post"]
     return {
-        "issuer": runtime.issuer.issuer,
+        "issuer": issuer.issuer,
         "token_endpoint": f"{base}/oauth/token",
         "revocation_endpoint": f"{base}/oauth/revoke",
         "introspection_endpoint": f"{base}/oauth/introspect",
@@ -339,6 +345,6 @@ async def metadata(runtime: RuntimeDep) -> dict[str, Any]:
 
 
 @router.get("/.well-known/jwks.json", summary="Token signing keys (JWKS)")
-async def jwks(runtime: RuntimeDep) -> JSONResponse:
+async def jwks(keyring: Annotated[KeyRing, Depends(part(KeyRing))]) -> JSONResponse:
     """Public keys of the access-token signers, each with its `kid`."""
-    return JSONResponse(runtime.keyring.jwks(), headers={"Cache-Control": "max-age=300"})
+    return JSONResponse(keyring.jwks(), headers={"Cache-Control": "max-age=300"})

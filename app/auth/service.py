@@ -12,6 +12,8 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import log as audit
+from app.audit.log import AuditLog
 from app.auth.repository import ClientRepository, KeyRepository, RevocationRepository
 from app.auth.schemas import SCOPES, IntrospectionResponse, TokenResponse
 from app.auth.tokens import (
@@ -23,13 +25,11 @@ from app.auth.tokens import (
     expires_at,
     new_signing_key,
 )
-from app.cache import Cache
-from app.exceptions import AppError, NotFoundError
-from app.models import Client
-from app.models.base import utcnow
-from app.ops import audit
-from app.ops.audit import AuditLog
-from app.ops.network import NetworkSet, parse_networks
+from app.core.addresses import NetworkSet, parse_networks
+from app.core.errors import AppError, NotFoundError
+from app.core.models import Client
+from app.core.models.base import utcnow
+from app.platform.kv import Cache
 
 SECRET_SCHEME = "sha256"
 

@@ -14,11 +14,11 @@ from datetime import timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.auth.guard import ClientPolicies
 from app.auth.repository import ClientRepository, RevocationRepository
 from app.auth.service import KeyService
 from app.auth.tokens import KeyRing, RevocationView, epoch
-from app.models.base import utcnow
-from app.ops.guard import ClientPolicies
+from app.core.models.base import utcnow
 
 log = structlog.get_logger(__name__)
 

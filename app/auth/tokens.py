@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
-from app.caching.sizes import DICT_SLOT_BYTES, footprint
-from app.models import SigningKey
+from app.core.models import SigningKey
+from app.platform.sizes import DICT_SLOT_BYTES, footprint
 
 TOKEN_TYPE = "at+jwt"
 # Loads the signing keys from the database (AuthStateSync.reload_keys).

@@ -12,33 +12,44 @@ from __future__ import annotations
 
 import gzip
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.tokens import InvalidTokenError
-from app.caching.l1 import Entry, L1Cache
-from app.caching.sizes import DICT_SLOT_BYTES, footprint
+from app.auth.guard import Guard
+from app.auth.tokens import InvalidTokenError, TokenVerifier
+from app.core.errors import AppError, InternalError, ServiceUnavailableError
+from app.enrich.cache.l1 import Entry, L1Cache
+from app.enrich.cache.store import EnrichCache
 from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip, query_items
 from app.enrich.schemas import MAX_IDENTIFIERS
 from app.enrich.service import Selection, parse_fields
-from app.exceptions import AppError, InternalError, ServiceUnavailableError
-from app.logging import request_id_var
-from app.middleware import Access
-from app.ops.guard import CLIENT_ID_KEY
-from app.ops.ratelimit import PENDING
-from app.profiles.identity import Key, lookup_keys
-from app.state import Runtime
+from app.identity.identifiers import Key, lookup_keys
+from app.platform.logging import request_id_var
+from app.platform.middleware import CLIENT_ID_KEY, Access
+from app.platform.ratelimit import PENDING
+from app.platform.sizes import DICT_SLOT_BYTES, footprint
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FastParts:
+    """What the fast path needs of the process's parts (app.runtime builds it)."""
+
+    verifier: TokenVerifier
+    guard: Guard
+    cache: EnrichCache
+    phone_region: str
 
 
 class HostApp(Protocol):
     """The application the fast path stands in front of (app.main.EnrichAPI)."""
 
-    runtime: Runtime | None
+    fast_parts: FastParts | None
 
 
 PATH = "/v1/enrich"
@@ -70,7 +81,7 @@ class EnrichFastPath:
     It sits outside FastAPI's middleware stack, so it does itself what that stack does for
     every request: the body limit (anything over it falls through and is refused there), the
     caller's address behind trusted proxies, the request id, the access line and metrics
-    (``app.middleware.Access``), and a JSON 500 should anything fail.
+    (``app.platform.middleware.Access``), and a JSON 500 should anything fail.
     """
 
     def __init__(
@@ -86,8 +97,8 @@ class EnrichFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Called for http requests to PATH only (see app.main.EnrichAPI).
         method = scope["method"]
-        runtime: Runtime | None = self.fastapi_app.runtime
-        if runtime is None or method not in ("POST", "GET"):
+        parts = self.fastapi_app.fast_parts
+        if parts is None or method not in ("POST", "GET"):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter() if self.access.recording else 0.0
@@ -123,7 +134,7 @@ class EnrichFastPath:
                 await self.app(scope, _replay(receive, body, more, other), send)
                 return
         try:
-            principal = runtime.verifier.bearer(authorization)
+            principal = parts.verifier.bearer(authorization)
         except InvalidTokenError:
             principal = None  # the route answers 401
         if principal is None or SCOPE not in principal.scopes:
@@ -134,7 +145,7 @@ class EnrichFastPath:
         raw = (method, body if method == "POST" else scope.get("query_string", b""))
         parsed = self._parsed.get(raw)
         if parsed is None:
-            parsed = self._parse(runtime, method, body, content_type, raw[1])
+            parsed = self._parse(parts, method, body, content_type, raw[1])
             if parsed is None:
                 # The route renders the 4xx.
                 await self.app(scope, _replay(receive, body, False, None), send)
@@ -156,15 +167,15 @@ class EnrichFastPath:
             # in the route (require_scope), so none is counted twice.
             scope[CLIENT_ID_KEY] = client_id = principal.client_id
             client = scope.get("client")
-            verdict = runtime.ops.guard.admit(client_id, client[0] if client else None)
+            verdict = parts.guard.admit(client_id, client[0] if client else None)
             if verdict is not None:
                 if verdict is PENDING:
-                    verdict = await runtime.ops.guard.admit_later(client_id)
+                    verdict = await parts.guard.admit_later(client_id)
                 if isinstance(verdict, AppError):
                     status = verdict.status_code
                     await _send_error(send, verdict, id_header)
                     return
-            cache = runtime.enrich_cache
+            cache = parts.cache
             entry = cache.l1_hit(keys, selection)
             served_from = "hit"
             if entry is not None:
@@ -206,13 +217,13 @@ class EnrichFastPath:
 
     @staticmethod
     def _parse(
-        runtime: Runtime, method: str, body: bytes, content_type: bytes, query: bytes
+        parts: FastParts, method: str, body: bytes, content_type: bytes, query: bytes
     ) -> tuple[tuple[Key, ...], Selection] | None:
         request = _from_json(body, content_type) if method == "POST" else _from_query(query)
         if request is None:
             return None
         try:
-            keys = lookup_keys(request[0], runtime.settings.default_phone_region)
+            keys = lookup_keys(request[0], parts.phone_region)
             selection = parse_fields(request[1])
         except AppError:
             return None

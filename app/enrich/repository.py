@@ -19,10 +19,10 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
+from app.core.models import Identifier, Profile
+from app.core.settings import Settings
 from app.enrich.service import Match, profile_view
-from app.models import Identifier, Profile
-from app.profiles.identity import Key
+from app.identity.identifiers import Key
 from app.profiles.schemas import iso
 
 _COLUMNS = (

@@ -6,9 +6,13 @@ import gzip
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 
-from app.dependencies import ProfilesRead, RuntimeDep
+from app.auth.bearer import ProfilesRead
+from app.core.openapi import errors, examples_with_nulls, method_not_allowed
+from app.core.parts import part
+from app.core.settings import Settings, SettingsDep
+from app.enrich.cache.store import EnrichCache
 from app.enrich.schemas import (
     ANSWER_EXAMPLES,
     FIELDS_DESCRIPTION,
@@ -19,8 +23,7 @@ from app.enrich.schemas import (
     EnrichRequest,
 )
 from app.enrich.service import FieldsError, Selection, parse_fields
-from app.openapi import errors, examples_with_nulls, method_not_allowed
-from app.profiles.identity import lookup_keys
+from app.identity.identifiers import lookup_keys
 
 router = APIRouter(prefix="/v1/enrich", tags=["Enrich"])
 
@@ -101,8 +104,8 @@ for _parameter in _QUERY["parameters"]:
 
 def accepts_gzip(header: str) -> bool:
     """Whether Accept-Encoding allows gzip (``q=0`` refuses it)."""
-    for part in header.lower().split(","):
-        coding, _, params = part.partition(";")
+    for item in header.lower().split(","):
+        coding, _, params = item.partition(";")
         if coding.strip() not in ("gzip", "*"):
             continue
         quality = params.strip()
@@ -132,11 +135,18 @@ def answer(request: Request, body: bytes, cache: str) -> Response:
     return Response(body, media_type="application/json", headers=headers)
 
 
+CacheDep = Annotated[EnrichCache, Depends(part(EnrichCache))]
+
+
 async def respond(
-    request: Request, runtime: RuntimeDep, identifiers: dict[str, Any], fields: Selection
+    request: Request,
+    settings: Settings,
+    cache: EnrichCache,
+    identifiers: dict[str, Any],
+    fields: Selection,
 ) -> Response:
-    keys = lookup_keys(identifiers, runtime.settings.default_phone_region)
-    body, level = await runtime.enrich_cache.answer(keys, fields)
+    keys = lookup_keys(identifiers, settings.default_phone_region)
+    body, level = await cache.answer(keys, fields)
     return answer(request, body, level)
 
 
@@ -161,10 +171,11 @@ async def enrich_post(
     _: ProfilesRead,
     body: Annotated[EnrichRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
     request: Request,
-    runtime: RuntimeDep,
+    settings: SettingsDep,
+    cache: CacheDep,
 ) -> Response:
     """Look a guest up by the first identifier that matches."""
-    return await respond(request, runtime, body.identifiers, parse_fields(body.fields))
+    return await respond(request, settings, cache, body.identifiers, parse_fields(body.fields))
 
 
 @router.get(
@@ -180,7 +191,9 @@ Every parameter but `fields` names an identifier type (at most 32). Repeated `fi
 parameters are joined with commas. Scope: `profiles:read`."""
     + FAST_PATH_NOTE,
 )
-async def enrich_get(_: ProfilesRead, request: Request, runtime: RuntimeDep) -> Response:
+async def enrich_get(
+    _: ProfilesRead, request: Request, settings: SettingsDep, cache: CacheDep
+) -> Response:
     """Look a guest up by query parameters."""
     identifiers: dict[str, str] = {}
     fields: list[str] = []
@@ -191,7 +204,7 @@ async def enrich_get(_: ProfilesRead, request: Request, runtime: RuntimeDep) -> 
             identifiers.setdefault(name, value)
     if len(identifiers) > MAX_IDENTIFIERS:
         raise FieldsError(f"at most {MAX_IDENTIFIERS} identifiers", code="validation_error")
-    return await respond(request, runtime, identifiers, parse_fields(_joined(fields)))
+    return await respond(request, settings, cache, identifiers, parse_fields(_joined(fields)))
 
 
 def _joined(fields: list[str]) -> str | None:

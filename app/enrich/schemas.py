@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.profiles.patterns import TYPE_NAME_PATTERN, WS, W, any_case
+from app.core.patterns import TYPE_NAME_PATTERN, WS, W, any_case
 
 # A guest has a handful of identifiers; a request naming more is not a lookup.
 MAX_IDENTIFIERS = 32

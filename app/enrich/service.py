@@ -14,6 +14,9 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.errors import AppError
+from app.core.models import Profile
+from app.core.patterns import compiled
 from app.enrich.schemas import (
     FIELDS_PATTERN,
     MAX_FIELDS_ITEM,
@@ -21,11 +24,8 @@ from app.enrich.schemas import (
     MAX_FIELDS_TEXT,
     UNKNOWN_ANSWER,
 )
-from app.exceptions import AppError
-from app.models import Profile
+from app.identity.identifiers import Key, is_absent
 from app.profiles.documents import metrics_view
-from app.profiles.identity import Key, is_absent
-from app.profiles.patterns import compiled
 from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import fit_ints, iso
 

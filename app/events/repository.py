@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import GenericFunction
 
-from app.models import Event, ProcessedEvent, Profile
-from app.models.profiles import ANY_CLIENT
+from app.core.models import Event, ProcessedEvent, Profile
+from app.core.models.profiles import ANY_CLIENT
 from app.profiles.schemas import MAX_MONEY
 
 # The most the metric columns hold as the API documents them: INTEGER, and 1e14 (NUMERIC(20, 4)

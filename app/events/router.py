@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from app.dependencies import EventsWrite, RuntimeDep
+from app.auth.bearer import EventsWrite
+from app.core.openapi import errors, method_not_allowed
+from app.core.responses import JSONResponse
+from app.core.settings import SettingsDep
 from app.events.schemas import EventAck, EventIn
 from app.events.service import EventService
-from app.openapi import errors, method_not_allowed
-from app.profiles.invalidation import WriteDep
-from app.responses import JSONResponse
+from app.profiles.writes import WriteDep
 
 router = APIRouter(prefix="/v1/events", tags=["Events"])
 
@@ -91,11 +92,10 @@ Scope: `events:write`.""",
 async def post_event(
     caller: EventsWrite,
     event: Annotated[EventIn, Body(openapi_examples=_EXAMPLES)],
-    runtime: RuntimeDep,
+    settings: SettingsDep,
     write: WriteDep,
 ) -> JSONResponse:
     """Record an event once."""
-    settings = runtime.settings
     service = EventService(
         write.session,
         settings.default_phone_region,

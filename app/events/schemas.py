@@ -1,7 +1,7 @@
 """Events as a Triggered Experience destination sends them, and the acknowledgement.
 
 The JSON Schema published for ``EventIn`` states the same rules the validators apply (see
-``app/profiles/patterns.py``), including the amount a purchase needs.
+``app/core/patterns.py``), including the amount a purchase needs.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from app.profiles.identity import MAX_VALUE_LENGTH, is_absent
-from app.profiles.limits import check_document
-from app.profiles.patterns import (
+from app.core.patterns import (
     ABSENT_TEXT_PATTERN,
     TYPE_NAME_PATTERN,
     W,
@@ -25,6 +23,8 @@ from app.profiles.patterns import (
     compiled,
     present_text_pattern,
 )
+from app.identity.identifiers import MAX_VALUE_LENGTH, is_absent
+from app.profiles.limits import check_document
 from app.profiles.schemas import MAX_MONEY, fit_ints
 
 PURCHASE = "purchase"

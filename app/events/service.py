@@ -11,13 +11,13 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.errors import AppError, ConflictError
+from app.core.models import Event
+from app.core.models.base import utcnow
+from app.core.models.profiles import ANY_CLIENT
 from app.events.repository import MAX_LIFETIME_VALUE, MAX_ORDER_COUNT, EventRepository
 from app.events.schemas import EventAck, EventIn
-from app.exceptions import AppError, ConflictError
-from app.models import Event
-from app.models.base import utcnow
-from app.models.profiles import ANY_CLIENT
-from app.profiles.identity import IdentifierError, Key, write_keys
+from app.identity.identifiers import IdentifierError, Key, write_keys
 from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import as_utc, iso
 from app.profiles.service import ATTEMPTS, ProfileService

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import ClientRepository
 from app.auth.service import ClientService, verify_secret
-from app.config import Settings
-from app.ingest.bulk import upsert_prepared
+from app.core.settings import Settings
 from app.ingest.fast import prepare_raw
+from app.profiles.bulk.upsert import upsert_prepared
 from app.profiles.documents import PreparedProfile
 
 REFERENCE = datetime(2026, 11, 1, tzinfo=UTC)

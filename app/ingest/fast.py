@@ -16,8 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.profiles.documents import PreparedProfile, column_value, prepare
-from app.profiles.identity import (
+from app.identity.identifiers import (
     BUILTIN_TYPES,
     MAX_VALUE_LENGTH,
     IdentifierError,
@@ -27,6 +26,7 @@ from app.profiles.identity import (
     normalize_value,
     with_derived,
 )
+from app.profiles.documents import PreparedProfile, column_value, prepare
 from app.profiles.limits import UnstorableError, check_document
 from app.profiles.schemas import EVENT_METRICS, TIMESTAMP_METRICS, ProfileDocument, as_utc
 from app.profiles.schemas import _event_metric as event_metric

@@ -24,21 +24,20 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker
-from app.ingest.bulk import BulkResult, upsert_prepared
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
+from app.identity.identifiers import Key
 from app.ingest.initial import InitialLoad
 from app.ingest.parallel import ProcessReader, decode
 from app.ingest.readers import (
-    CountingReader,
-    Format,
+    Batch,
     ImportFileError,
     Item,
+    batches,
     detect_format,
-    read_csv,
-    read_ndjson,
 )
-from app.profiles.identity import Key
+from app.profiles.bulk.plan import BulkResult
+from app.profiles.bulk.upsert import upsert_prepared
 from app.profiles.limits import DocumentLimits, storable_text
 from app.profiles.limits import configure as configure_limits
 
@@ -79,36 +78,6 @@ class ImportReport:
         if room > 0 and result.failed:
             failures = [(o.index, o.error or "failed") for o in result.results if o.error]
             self.errors.extend(failures[:room])
-
-
-@dataclass
-class Batch:
-    items: list[Item]
-    position: int
-
-
-def batches(
-    path: Path, file_format: Format, region: str, source: str | None, size: int
-) -> Iterator[Batch]:
-    """The file's records, ``size`` at a time (blocking: runs in the reader thread)."""
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    with handle:
-        lines = CountingReader(handle)
-        read = read_csv if file_format == "csv" else read_ndjson
-        items: list[Item] = []
-        try:
-            for item in read(lines, region, source):
-                items.append(item)
-                if len(items) >= size:
-                    yield Batch(items, lines.position)
-                    items = []
-        except OSError as exc:
-            raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if items:
-            yield Batch(items, lines.position)
 
 
 class Reader(threading.Thread):
@@ -254,39 +223,3 @@ async def _from_process(reader: ProcessReader) -> AsyncGenerator[Batch | None, N
             yield batch
     finally:
         await asyncio.to_thread(reader.close)
-
-
-Closer = Callable[[], Awaitable[None]]
-
-
-def cache_invalidator(settings: Settings) -> tuple[Invalidate | None, Closer]:
-    """Drop cached enrich answers in Redis and in every server process's own cache.
-
-    Without Redis there is no shared cache to reach (the embedded server's answers expire on
-    their own). A failure is reported once and the import goes on: the data is saved.
-    """
-    if not settings.redis_dsn:
-
-        async def nothing() -> None:
-            return None
-
-        return None, nothing
-    from app.enrich.cache import RemoteInvalidator
-
-    remote = RemoteInvalidator(settings)
-    warned = False
-
-    async def invalidate(keys: list[Key]) -> None:
-        nonlocal warned
-        try:
-            await remote.invalidate(keys)
-        except Exception as exc:
-            if not warned:
-                warned = True
-                print(  # noqa: T201 - the CLI's own warning channel is stderr
-                    f"warning: cached answers could not be dropped ({type(exc).__name__}); "
-                    "they expire on their own",
-                    file=sys.stderr,
-                )
-
-    return invalidate, remote.close

@@ -20,8 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.ingest.bulk import BulkResult, SeenKeys, upsert_prepared
 from app.ingest.readers import Item
+from app.profiles.bulk.plan import BulkResult
+from app.profiles.bulk.upsert import SeenKeys, upsert_prepared
 
 # The names the migrations give them (migrations/versions/2026_11_28_1645-initial_schema.py).
 PRIMARY_KEY = "pk_identifiers"

@@ -17,25 +17,23 @@ import sys
 import time
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from app.fdio import read_exactly, write_all
-from app.ingest.readers import Format, ImportFileError, Item
-from app.ingest.store_pg import (
+from app.core.fdio import read_exactly, write_all
+from app.ingest.readers import Format, ImportFileError, Item, batches
+from app.profiles.bulk.pg import (
     EVENT_COLUMNS,
     NULL,
+    EncodedProfile,
     Texts,
     field,
     json_field,
     plain,
     texts_of,
 )
-from app.profiles.documents import PreparedProfile
-from app.profiles.identity import Key
 from app.profiles.limits import DocumentLimits
 from app.profiles.limits import active as active_limits
 from app.profiles.limits import configure as configure_limits
@@ -45,68 +43,6 @@ from app.profiles.limits import configure as configure_limits
 # Few objects per record: encoding cost follows the object count more than the bytes.
 Wire = tuple[Any, ...]
 NO_TEXTS: Texts = ("{}", "[]", "{}", "[]")
-
-
-class EncodedProfile(PreparedProfile):
-    """A prepared profile whose content travels as COPY text; only the PostgreSQL store takes it.
-
-    The reader process picks the id the profile gets if the record creates one and writes the
-    COPY lines with it, so the importer usually passes them on untouched: ``row`` is the
-    profile's line up to ``last_event_at`` (no tab or newline after it), ``key_lines`` one
-    identifier line per key. ``traits``, ``segments``, ``metrics`` and ``recommendations``
-    stay empty; ``texts`` (the JSON) and ``columns`` are read back from ``row`` only when a
-    record needs more than its own lines (an update, or two records on one profile).
-    """
-
-    def __init__(
-        self,
-        keys: list[Key],
-        source: str | None,
-        named: tuple[str, ...],
-        candidate: uuid.UUID,
-        row: str,
-        key_lines: tuple[str, ...],
-    ) -> None:
-        # PreparedProfile's fields, set directly: this runs once per record in the hot loop.
-        self.keys = keys
-        self.traits = {}
-        self.segments = []
-        self.metrics = {}
-        self.recommendations = []
-        self.source = source
-        self.named = named
-        self.candidate = candidate
-        self.row = row
-        self.key_lines = key_lines
-        self._columns: dict[str, Any] | None = None
-
-    @property
-    def texts(self) -> Texts:
-        parts = self.row.split("\t", 5)[1:5]
-        traits, segments, metrics, recommendations = [p.replace("\\\\", "\\") for p in parts]
-        return traits, segments, metrics, recommendations
-
-    @property
-    def columns(self) -> dict[str, Any]:
-        if self._columns is None:
-            cells = dict(zip(EVENT_COLUMNS, self.row.rsplit("\t", 4)[1:], strict=True))
-            self._columns = {name: _column(name, cells[name]) for name in self.named}
-        return self._columns
-
-    @columns.setter
-    def columns(self, value: dict[str, Any]) -> None:
-        self._columns = value
-
-
-def _column(name: str, cell: str) -> Any:
-    """An event metric back from its COPY text (as ``column_value`` made it)."""
-    if cell == NULL:
-        return None
-    if name == "order_count":
-        return int(cell)
-    if name == "lifetime_value":
-        return Decimal(cell)
-    return datetime.fromisoformat(cell)
 
 
 VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
@@ -204,8 +140,6 @@ def _send(fd: int, kind: str, payload: bytes, position: int) -> None:
 
 def main(argv: list[str]) -> None:
     """The reader process: framed (kind, payload, position) messages on standard output."""
-    from app.ingest.importer import batches
-
     path, file_format, region, source, size, fd, max_depth, max_chars = argv
     configure_limits(DocumentLimits(int(max_depth), int(max_chars)))
     # Frames go to a pipe of their own: nothing else the process prints can land among them.

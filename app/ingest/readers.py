@@ -25,10 +25,10 @@ from typing import Any, BinaryIO, Literal
 
 import orjson
 
-from app.exceptions import AppError
+from app.core.errors import AppError
+from app.identity.identifiers import TYPE_PATTERN
 from app.ingest.fast import RecordError, prepare_raw
 from app.profiles.documents import PreparedProfile
-from app.profiles.identity import TYPE_PATTERN
 from app.profiles.limits import passes_unwalked
 
 Format = Literal["csv", "ndjson"]
@@ -228,3 +228,33 @@ def _json_array(text: str) -> list[Any]:
     if not isinstance(value, list):
         raise RecordError("recommendations must be a JSON array")
     return value
+
+
+@dataclass
+class Batch:
+    items: list[Item]
+    position: int
+
+
+def batches(
+    path: Path, file_format: Format, region: str, source: str | None, size: int
+) -> Iterator[Batch]:
+    """The file's records, ``size`` at a time (blocking: runs in the reader thread)."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with handle:
+        lines = CountingReader(handle)
+        read = read_csv if file_format == "csv" else read_ndjson
+        items: list[Item] = []
+        try:
+            for item in read(lines, region, source):
+                items.append(item)
+                if len(items) >= size:
+                    yield Batch(items, lines.position)
+                    items = []
+        except OSError as exc:
+            raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if items:
+            yield Batch(items, lines.position)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from app.models import Profile
-from app.profiles.identity import Key, write_keys
+from app.core.models import Profile
+from app.identity.identifiers import Key, write_keys
 from app.profiles.schemas import EVENT_METRICS, ProfileDocument, as_utc, fit_ints, iso
 
 MONEY_PLACES = Decimal("0.0001")  # the scale of Numeric(20, 4)

@@ -11,9 +11,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Event, Identifier, Profile
-from app.models.base import utcnow
-from app.profiles.identity import Key
+from app.core.models import Event, Identifier, Profile
+from app.core.models.base import utcnow
+from app.identity.identifiers import Key
 
 # Bound parameters per statement stay far below SQLite's and asyncpg's limits.
 CHUNK = 500

@@ -10,20 +10,22 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.convertors import StringConvertor, register_url_convertor
 
+from app.audit.log import PROFILE_ERASED, AuditLog, client_actor
+from app.auth.bearer import ProfilesRead, ProfilesWrite
 from app.auth.tokens import Principal
-from app.dependencies import ProfilesRead, ProfilesWrite, RuntimeDep, SessionDep
-from app.exceptions import AppError
-from app.ingest.bulk import upsert_documents
-from app.logging import short_hash
-from app.openapi import errors, examples_with_nulls, method_not_allowed
-from app.ops.audit import PROFILE_ERASED, AuditLog, client_actor
-from app.profiles.bulk import parse_bulk
-from app.profiles.identity import Key, path_key
-from app.profiles.invalidation import WriteDep
-from app.profiles.patterns import TYPE_NAME_PATTERN
+from app.core.db import SessionDep
+from app.core.errors import AppError
+from app.core.openapi import errors, examples_with_nulls, method_not_allowed
+from app.core.patterns import TYPE_NAME_PATTERN
+from app.core.responses import JSONResponse
+from app.core.settings import Settings, SettingsDep
+from app.identity.identifiers import Key, path_key
+from app.platform.logging import short_hash
+from app.profiles.bulk.body import parse_bulk
+from app.profiles.bulk.upsert import upsert_documents
 from app.profiles.schemas import BulkOutcome, BulkRecord, ProfileDocument, ProfileRead
 from app.profiles.service import ProfileService, WriteResult
-from app.responses import JSONResponse
+from app.profiles.writes import WriteDep
 
 router = APIRouter(prefix="/v1/profiles", tags=["Profiles"])
 
@@ -198,8 +200,8 @@ _PUT_EXAMPLES = {
 }
 
 
-def _key(runtime: RuntimeDep, id_type: str, id_value: str) -> Key:
-    return path_key(id_type, id_value, runtime.settings.default_phone_region)
+def _key(settings: Settings, id_type: str, id_value: str) -> Key:
+    return path_key(id_type, id_value, settings.default_phone_region)
 
 
 def _location(key: Key) -> str:
@@ -219,12 +221,12 @@ async def get_profile(
     _: ProfilesRead,
     id_type: IdType,
     id_value: Annotated[str, id_value(DEMO_GUEST)],
-    runtime: RuntimeDep,
+    settings: SettingsDep,
     session: SessionDep,
 ) -> JSONResponse:
     """Return the whole profile, found by any one of its identifiers."""
-    service = ProfileService(session, runtime.settings.default_phone_region)
-    return JSONResponse(await service.get(_key(runtime, id_type, id_value)))
+    service = ProfileService(session, settings.default_phone_region)
+    return JSONResponse(await service.get(_key(settings, id_type, id_value)))
 
 
 @router.put(
@@ -260,12 +262,12 @@ async def put_profile(
     id_type: IdType,
     id_value: Annotated[str, id_value(JANE)],
     document: Annotated[ProfileDocument, Body(openapi_examples=_PUT_EXAMPLES)],
-    runtime: RuntimeDep,
+    settings: SettingsDep,
     write: WriteDep,
 ) -> JSONResponse:
     """Create or replace the profile the path identifies."""
-    key = _key(runtime, id_type, id_value)
-    service = ProfileService(write.session, runtime.settings.default_phone_region)
+    key = _key(settings, id_type, id_value)
+    service = ProfileService(write.session, settings.default_phone_region)
     result = await service.put(key, document)
     write.touched(result.touched)
     answer = write_answer(caller, result)
@@ -308,7 +310,7 @@ async def patch_profile(
     id_type: IdType,
     id_value: Annotated[str, id_value(JANE)],
     request: Request,
-    runtime: RuntimeDep,
+    settings: SettingsDep,
     write: WriteDep,
 ) -> JSONResponse:
     """Apply a JSON Merge Patch to a profile."""
@@ -323,8 +325,8 @@ async def patch_profile(
         patch = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
         raise AppError("the request body is not valid JSON", code="invalid_json") from exc
-    key = _key(runtime, id_type, id_value)
-    service = ProfileService(write.session, runtime.settings.default_phone_region)
+    key = _key(settings, id_type, id_value)
+    service = ProfileService(write.session, settings.default_phone_region)
     result = await service.patch(key, patch)
     write.touched(result.touched)
     return JSONResponse(write_answer(caller, result))
@@ -344,12 +346,12 @@ async def delete_profile(
     caller: ProfilesWrite,
     id_type: IdType,
     id_value: Annotated[str, id_value(JANE)],
-    runtime: RuntimeDep,
+    settings: SettingsDep,
     write: WriteDep,
 ) -> Response:
     """Erase a profile with its identifiers and events."""
-    service = ProfileService(write.session, runtime.settings.default_phone_region)
-    key = _key(runtime, id_type, id_value)
+    service = ProfileService(write.session, settings.default_phone_region)
+    key = _key(settings, id_type, id_value)
     write.touched(await service.delete(key))
     # In the erasure's transaction; the identifier only as a hash (the audit outlives it).
     await AuditLog(write.session, client_actor(caller.client_id)).record(
@@ -401,10 +403,9 @@ batch is `[]`)."""
     + SCOPE_WRITE,
 )
 async def bulk_upsert(
-    _: ProfilesWrite, request: Request, runtime: RuntimeDep, write: WriteDep
+    _: ProfilesWrite, request: Request, settings: SettingsDep, write: WriteDep
 ) -> JSONResponse:
     """Create or replace many profiles."""
-    settings = runtime.settings
     parsed = parse_bulk(
         await request.body(), request.headers.get("content-type"), settings.bulk_max_records
     )

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from app.core.patterns import TYPE_NAME_PATTERN, W, absent_or_present_pattern, compiled
 from app.profiles.limits import INT_RANGE, check_document, fit_int
-from app.profiles.patterns import TYPE_NAME_PATTERN, W, absent_or_present_pattern, compiled
 
 # Metrics written by purchase events; kept in columns so they update atomically.
 EVENT_METRICS = ("order_count", "lifetime_value", "last_order_at", "last_event_at")

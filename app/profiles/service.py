@@ -11,16 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.exceptions import AppError, ConflictError, NotFoundError
-from app.models import Profile
-from app.profiles.documents import (
-    PreparedProfile,
-    differs,
-    document_view,
-    prepare,
-    profile_view,
-)
-from app.profiles.identity import (
+from app.core.errors import AppError, ConflictError, NotFoundError
+from app.core.models import Profile
+from app.identity.identifiers import (
     IdentifierError,
     Key,
     email_sha256,
@@ -28,6 +21,13 @@ from app.profiles.identity import (
     normalize_type,
     normalize_value,
     with_derived,
+)
+from app.profiles.documents import (
+    PreparedProfile,
+    differs,
+    document_view,
+    prepare,
+    profile_view,
 )
 from app.profiles.limits import UnstorableError, check_document
 from app.profiles.mergepatch import merge_patch

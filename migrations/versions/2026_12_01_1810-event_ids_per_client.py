@@ -6,7 +6,7 @@ event_id), and processed_events keeps a SHA-256 of the canonical event, so the s
 another body is a 409 rather than a duplicate.
 
 Which client sent an event before this revision was never stored. Those rows get the
-client_id "*" (app.models.profiles.ANY_CLIENT), and an id that has such a row stays a
+client_id "*" (app.core.models.profiles.ANY_CLIENT), and an id that has such a row stays a
 duplicate for every client: exactly as before the upgrade, so no delivery retried across the
 upgrade is counted twice. Such a duplicate answers without a profile id (the caller may not be
 the client that sent it). The rows can be deleted once no retry of them can come any more.

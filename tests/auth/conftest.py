@@ -18,9 +18,9 @@ import jwt
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
 
+from app.auth.bearer import require_scope
 from app.auth.service import ClientService
 from app.auth.tokens import Principal
-from app.dependencies import require_scope
 from tests.conftest import OAuthClient, RunningApp
 
 PROBE_READ = "/_test/read"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.models import RevokedToken
+from app.core.models import RevokedToken
 from tests.auth.conftest import PROBE_READ, bearer, eventually, fetch_token, mount_probe, revoke
 from tests.conftest import Backend, OAuthClient, RunningApp
 from tests.ops.test_audit import create_client, enrich, ok

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from app.auth.service import KeyService
-from app.models import SigningKey
+from app.core.models import SigningKey
 from tests.auth.conftest import (
     PROBE_READ,
     bearer,

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message
 from app.auth.repository import ClientRepository
 from app.auth.service import ClientService
 from app.auth.tokens import RevocationView
-from app.models import Client, RevokedToken
+from app.core.models import Client, RevokedToken
 from tests.auth.conftest import (
     PROBE_READ,
     basic,

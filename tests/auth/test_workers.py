@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import delete
 
-from app.models import Client
+from app.core.models import Client
 from tests.conftest import Backend, ClientMaker, RunningApp
 from tests.fixtures.service import children_of, free_port, socket_owner
 

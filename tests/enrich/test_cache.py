@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis.exceptions
 
-from app.profiles.identity import Key
+from app.identity.identifiers import Key
 from tests.conftest import AppFactory, Backend, RunningApp, TokenMaker
 
 JANE = {"identifiers": {"email": "jane@example.com"}, "traits": {"tier": "gold"}}

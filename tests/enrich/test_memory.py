@@ -19,12 +19,12 @@ import httpx
 import orjson
 import pytest
 
-from app.caching.l1 import L1Cache
-from app.caching.sizes import footprint
 from app.enrich import fastpath
+from app.enrich.cache.l1 import L1Cache
 from app.enrich.fastpath import PARSED_KEY_MAX_BYTES, EnrichFastPath
 from app.enrich.service import parse_fields
-from app.profiles.identity import lookup_keys
+from app.identity.identifiers import lookup_keys
+from app.platform.sizes import footprint
 from tests.conftest import Backend, RunningApp
 from tests.fixtures.servers import ServiceFactory
 from tests.fixtures.service import RecordProperty, Service, Summary, bearer_headers

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from alembic import command
 
 from app.auth.service import ClientService
-from app.db import create_engine
-from app.migrate import alembic_config, upgrade
-from app.models.base import JSONType
+from app.core.db import create_engine
+from app.core.migrate import alembic_config, upgrade
+from app.core.models.base import JSONType
 from tests.conftest import BACKENDS, Backend, RunningApp, start_app
 from tests.events.test_router import purchase
 from tests.fixtures.databases import create_pg_database, create_sqlite_database, drop_pg_database

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from app.enrich.cache import SECOND_DELETE_SECONDS
+from app.enrich.cache.store import SECOND_DELETE_SECONDS
 from tests.faults.load import document, email, enrich, enrich_load, seed, wait_for
 from tests.fixtures.servers import (
     PrivatePostgres,

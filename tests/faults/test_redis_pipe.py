@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from app.caching.pipe import PipeError, RedisPipe
+from app.platform.redis_pipe import PipeError, RedisPipe
 from tests.fixtures.databases import REDIS_URL
 from tests.fixtures.servers import PrivateRedis
 

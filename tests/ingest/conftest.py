@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker
 from tests.conftest import Backend
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import Identifier, Profile
+from app.core.models import Identifier, Profile
 
 
 async def stored_profiles(

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.ingest.bulk import BulkResult, upsert_documents
+from app.profiles.bulk.plan import BulkResult
+from app.profiles.bulk.upsert import upsert_documents
 from app.profiles.schemas import ProfileDocument
 from tests.conftest import Backend
 from tests.ingest.helpers import stored_profiles

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
+from app.identity.identifiers import IdentifierError, write_keys
 from app.ingest.demo import demo_guest, demo_profile
 from app.ingest.fast import RecordError, keys_of, prepare_document, prepare_raw
 from app.profiles import limits
-from app.profiles.identity import IdentifierError, write_keys
 from app.profiles.limits import DocumentLimits, UnstorableError, check_document
 
 EDGE_CASES: list[dict[str, Any]] = [

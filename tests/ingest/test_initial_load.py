@@ -21,12 +21,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker
+from app.core.models import Event, Identifier, Profile
 from app.ingest import importer, initial
-from app.ingest.bulk import SeenKeys, upsert_documents, upsert_prepared
 from app.ingest.fast import prepare_raw
 from app.ingest.readers import Item
-from app.models import Event, Identifier, Profile
+from app.profiles.bulk.upsert import SeenKeys, upsert_documents, upsert_prepared
 from app.profiles.documents import PreparedProfile
 from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import ProfileDocument

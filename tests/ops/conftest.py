@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.auth.service import ClientService
-from app.ops.metrics import request_metrics
+from app.platform.metrics import request_metrics
 from tests.conftest import ClientMaker, OAuthClient, RunningApp
 from tests.fixtures.servers import services  # noqa: F401  (fixture)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from app.ops.network import NetworkSet, forwarded_client
+from app.core.addresses import NetworkSet, forwarded_client
 from tests.auth.conftest import eventually, make_client_on
 from tests.conftest import AppFactory, RunningApp
 from tests.ops.conftest import ENRICH, GUEST, Caller, fetch_token, set_allowlist

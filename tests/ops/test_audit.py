@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import typer
 
-from app.ops.audit import AuditLog
-from app.ops.cli import parse_since
+from app.audit.log import AuditLog
+from app.cli.ops import parse_since
 from tests.conftest import Backend, RunningApp
 from tests.ops.conftest import Caller
 

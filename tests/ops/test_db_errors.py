@@ -219,8 +219,8 @@ class TestOverlappingBulks:
 # logger (as SQLAlchemy's pool and asyncio do), with the service's logging configuration.
 LOG_EXCEPTIONS = f"""
 import logging, structlog
-from app.config import Settings
-from app.logging import configure_logging
+from app.core.settings import Settings
+from app.platform.logging import configure_logging
 configure_logging(Settings(_env_file=None, log_format="json", log_level="INFO"))
 try:
     raise ValueError("invalid input for query argument $1: {EMAIL!r}")

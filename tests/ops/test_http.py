@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from app.ops.http import CoalescingTransport
+from app.platform.http import CoalescingTransport
 from tests.conftest import Backend
 from tests.fixtures.servers import ServiceFactory
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.logging import FLUSH_SECONDS
+from app.platform.logging import FLUSH_SECONDS
 from tests.conftest import AppFactory, ClientMaker, OAuthClient, RunningApp
 from tests.ops.conftest import ENRICH, GUEST, fetch_token
 

@@ -158,7 +158,7 @@ class TestRequestMetrics:
         assert sample("enrich_redis_errors_total", event="cache.redis_failed") == before + 1
 
     async def test_the_pool_gauges_follow_connections_in_use(self, running: RunningApp) -> None:
-        from app.ops.metrics import sample_pool
+        from app.platform.metrics import sample_pool
 
         async with running.runtime.engine.connect():
             sample_pool(running.runtime.engine)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from app.ops.ratelimit import PENDING, Limit, LocalLimiter, RateLimitedError, RedisLimiter
+from app.platform.ratelimit import PENDING, Limit, LocalLimiter, RateLimitedError, RedisLimiter
 from tests.auth.conftest import eventually
 from tests.conftest import AppFactory, Backend, RunningApp
 from tests.fixtures.databases import REDIS_URL, flush_prefix_at

@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from app.auth.service import ClientService
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker
-from app.ops.serve import effective_settings
+from app.cli.serve import effective_settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
 from tests.conftest import Backend
 from tests.fixtures.servers import ServiceFactory
 from tests.fixtures.service import (

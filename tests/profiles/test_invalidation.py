@@ -1,20 +1,21 @@
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from app.profiles.identity import Key
+from app.identity.identifiers import Key
 from app.profiles.repository import ProfileRepository
-from app.state import Runtime
+from app.profiles.writes import Invalidation
+from app.runtime import Runtime
 from tests.conftest import RunningApp
 
 
 class ProbeInvalidation:
     """Wraps the enrich cache's invalidate; records the keys and what another connection sees."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, inner: Callable[[Iterable[Key]], Awaitable[None]]) -> None:
         self.runtime = runtime
-        self.inner = runtime.enrich_cache.invalidate
+        self.inner = inner
         self.deleted: list[Key] = []
         self.seen: list[dict[Key, Any]] = []
 
@@ -27,8 +28,10 @@ class ProbeInvalidation:
 
 
 def probe(running: RunningApp) -> ProbeInvalidation:
-    recorder = ProbeInvalidation(running.runtime)
-    running.runtime.enrich_cache.invalidate = recorder  # type: ignore[method-assign]
+    # What every write reports to (app.profiles.writes), wired to the enrich cache.
+    invalidation = running.app.state.parts.get(Invalidation)
+    recorder = ProbeInvalidation(running.runtime, invalidation.drop)
+    invalidation.drop = recorder
     return recorder
 
 

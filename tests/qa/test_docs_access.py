@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from app.config import Settings
+from app.core.settings import Settings
 from tests.conftest import AppFactory, ClientMaker, RunningApp
 from tests.ops.conftest import fetch_token
 

@@ -8,18 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import Settings
-from app.enrich.schemas import FIELDS_PATTERN
-from app.enrich.service import FieldsError, parse_fields
-from app.events.schemas import AMOUNT_PATTERN, amount_of
-from app.main import create_app
-from app.profiles.identity import is_absent
-from app.profiles.patterns import (
+from app.core.patterns import (
     ABSENT_TEXT_PATTERN,
     TYPE_NAME_PATTERN,
     compiled,
     present_text_pattern,
 )
+from app.core.settings import Settings
+from app.enrich.schemas import FIELDS_PATTERN
+from app.enrich.service import FieldsError, parse_fields
+from app.events.schemas import AMOUNT_PATTERN, amount_of
+from app.identity.identifiers import is_absent
+from app.main import create_app
 from app.profiles.schemas import NUMERIC_TEXT, _score
 
 METHODS = ("get", "put", "post", "patch", "delete")

@@ -1,0 +1,18 @@
+"""All ORM tables, imported here so Alembic sees every one of them."""
+
+from app.core.models.audit import AuditEvent
+from app.core.models.auth import Client, RevokedToken, SigningKey
+from app.core.models.base import Base
+from app.core.models.profiles import Event, Identifier, ProcessedEvent, Profile
+
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Client",
+    "Event",
+    "Identifier",
+    "ProcessedEvent",
+    "Profile",
+    "RevokedToken",
+    "SigningKey",
+]

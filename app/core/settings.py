@@ -1,0 +1,157 @@
+"""Service settings: every knob is an ``ENRICH_*`` environment variable (or a line in ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from fastapi import Depends
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.addresses import parse_networks
+from app.core.parts import part
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/enrich.db"
+
+
+class Settings(BaseSettings):
+    """One settings object for the API, the CLI and the migrations."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENRICH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where the service runs and how it names itself.
+    environment: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Storage. The defaults are the embedded mode: an SQLite file and an in-process cache.
+    database_url: str = DEFAULT_SQLITE_URL
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=2.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=2000, ge=0)
+    redis_url: SecretStr | None = None
+    redis_prefix: str = "enrich:"
+    redis_connect_timeout: float = Field(default=0.1, gt=0)
+    redis_socket_timeout: float = Field(default=0.1, gt=0)
+
+    # OAuth 2.0 and tokens.
+    issuer: str | None = None
+    audience: str = "enrich"
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    signing_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    key_refresh_seconds: float = Field(default=5.0, gt=0)
+    revocation_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
+    token_cache_max_bytes: int = Field(default=64 * 1_048_576, ge=1_048_576)
+    auth_max_failures_per_client: int = Field(default=10, ge=1)
+    auth_max_failures_per_address: int = Field(default=50, ge=1)
+    auth_failure_window_seconds: int = Field(default=60, ge=1)
+
+    # The enrich cache: L1 in each process, L2 in Redis (when configured).
+    cache_enabled: bool = True
+    cache_l1_max_entries: int = Field(default=100_000, ge=0)
+    cache_l1_max_bytes: int = Field(default=256 * 1_048_576, ge=0)
+    cache_l1_ttl_seconds: float = Field(default=30.0, gt=0)
+    cache_l2_ttl_seconds: float = Field(default=300.0, gt=0)
+    cache_negative_ttl_seconds: float = Field(default=30.0, gt=0)
+    cache_stale_seconds: float = Field(default=86_400.0, ge=0)
+    cache_ttl_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    cache_invalidation_ack_ms: int = Field(default=200, ge=0, le=5000)
+    redis_breaker_failures: int = Field(default=3, ge=1)
+    redis_breaker_reset_seconds: float = Field(default=2.0, gt=0)
+    deadline_ms: int = Field(default=250, ge=10, le=10_000)
+
+    # Request handling.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    bulk_max_body_bytes: int = Field(default=64 * 1_048_576, ge=1024)
+    bulk_max_records: int = Field(default=10_000, ge=1)
+    answer_max_chars: int = Field(default=8000, ge=500)
+    # How far ahead of this server's clock an event's occurred_at may be (more: 422).
+    event_max_clock_skew_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    max_header_fields: int = Field(default=100, ge=10, le=10_000)
+    max_url_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    # A written document (profile, patch, bulk or import record, event): levels of nesting
+    # (the document is the first; orjson and pydantic cannot serialize past about 250) and
+    # characters of text (strings and member names together).
+    document_max_depth: int = Field(default=32, ge=2, le=200)
+    document_max_chars: int = Field(default=1_000_000, ge=1000)
+    default_phone_region: str = "US"
+    log_level: str = "INFO"
+    log_format: Literal["json", "console", "auto"] = "auto"
+
+    # Operations: access log, metrics, per-client limits, proxies, shutdown.
+    access_log: bool = True
+    metrics_enabled: bool = True
+    metrics_allow_networks: str = "127.0.0.1/32 ::1/128"
+    trusted_proxies: str = ""
+    rate_limit_enabled: bool = True
+    rate_limit_rps: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=2000, ge=1)
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=300)
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=0, le=600)
+    # Who may read /docs, /redoc and /openapi.json (see docs_access).
+    docs: Literal["auto", "public", "admin", "off"] = "auto"
+
+    # Where the migrations live (found automatically when unset).
+    migrations_dir: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept the usual URL spellings and pick the async driver for them."""
+        for plain, driver in (
+            ("postgres://", "postgresql+asyncpg://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if value.startswith(plain):
+                return driver + value[len(plain) :]
+        return value
+
+    @field_validator("metrics_allow_networks", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        """Check each address range now, so a typo stops the start rather than a request."""
+        parse_networks(value)
+        return " ".join(value.replace(",", " ").split())
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _upper_region(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def token_issuer(self) -> str:
+        return (self.issuer or self.public_url).rstrip("/")
+
+    @property
+    def docs_access(self) -> Literal["public", "admin", "off"]:
+        """ENRICH_DOCS, with ``auto`` resolved: off in production, public elsewhere."""
+        if self.docs == "auto":
+            return "off" if self.environment == "production" else "public"
+        return self.docs
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def redis_dsn(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+SettingsDep = Annotated[Settings, Depends(part(Settings))]

@@ -1,1 +1,0 @@
-"""Operating the service: metrics, access logs, rate limits, allowlists, audit, shutdown."""

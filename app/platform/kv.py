@@ -1,0 +1,168 @@
+"""The shared key-value store: Redis when configured, else an in-process dictionary.
+
+Both speak the same small interface, so services never ask which one they have. Redis calls
+carry short timeouts: a slow Redis must cost a request milliseconds, not the deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import redis.asyncio as redis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from app.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Cache(Protocol):
+    name: str
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def incr(self, key: str, ttl: int) -> int:
+        """Add one to a counter that expires ``ttl`` seconds after its first increment."""
+        ...
+
+    async def ttl(self, key: str) -> int: ...
+
+    async def counts(self, *keys: str) -> list[int]:
+        """Current values of counters made by ``incr`` (0 where absent), in one round trip."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """A bounded in-process store with per-key expiry (the embedded default)."""
+
+    name = "memory"
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._data: OrderedDict[str, tuple[float, bytes | int]] = OrderedDict()
+        self._max = max_entries
+
+    def _live(self, key: str) -> bytes | int | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires < time.monotonic():
+            del self._data[key]
+            return None
+        return value
+
+    def _put(self, key: str, value: bytes | int, ttl: float) -> None:
+        self._data[key] = (time.monotonic() + ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    async def get(self, key: str) -> bytes | None:
+        value = self._live(key)
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._put(key, value, ttl)
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    async def incr(self, key: str, ttl: int) -> int:
+        current = self._live(key)
+        if isinstance(current, int):
+            expires = self._data[key][0]
+            self._data[key] = (expires, current + 1)
+            return current + 1
+        self._put(key, 1, ttl)
+        return 1
+
+    async def ttl(self, key: str) -> int:
+        item = self._data.get(key)
+        if item is None:
+            return 0
+        return max(0, int(item[0] - time.monotonic() + 0.999))
+
+    async def counts(self, *keys: str) -> list[int]:
+        return [v if isinstance(v := self._live(k), int) else 0 for k in keys]
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._data.clear()
+
+
+class RedisCache:
+    """Redis behind a key prefix, with connect and socket timeouts from the settings."""
+
+    name = "redis"
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisCache:
+        dsn = settings.redis_dsn
+        assert dsn is not None
+        client = redis.Redis.from_url(
+            dsn,
+            socket_connect_timeout=settings.redis_connect_timeout,
+            socket_timeout=settings.redis_socket_timeout,
+            health_check_interval=30,
+            # A restarted Redis leaves a dead connection in the pool, which fails once: try
+            # a new one then. A timeout is not retried (a hung Redis must cost one timeout).
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        )
+        return cls(client, settings.redis_prefix)
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self.client.get(self.prefix + key)
+        return value if isinstance(value, bytes) else None  # no decode_responses: always bytes
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self.client.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self.client.delete(*(self.prefix + k for k in keys))
+
+    async def incr(self, key: str, ttl: int) -> int:
+        full = self.prefix + key
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incr(full)
+            pipe.expire(full, ttl, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def ttl(self, key: str) -> int:
+        return max(0, int(await self.client.ttl(self.prefix + key)))
+
+    async def counts(self, *keys: str) -> list[int]:
+        values = await self.client.mget([self.prefix + k for k in keys])
+        return [int(v) if v is not None else 0 for v in values]
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def create_cache(settings: Settings) -> Cache:
+    if settings.redis_dsn:
+        return RedisCache.from_settings(settings)
+    return MemoryCache()

@@ -1,0 +1,232 @@
+"""The set-based bulk upsert engine behind the bulk endpoint, ``enrich import`` and the demo.
+
+One call upserts a batch in a handful of statements, whatever its size: resolve every
+identifier at once, decide each record's fate in Python, then write the new profiles, the new
+identifiers and the changed profiles in one statement each (COPY on PostgreSQL). The rules are
+the PUT's: a record whose identifiers match nothing creates a profile; one that matches a
+single profile replaces its traits, segments, metrics, recommendations and source, sets the
+event-driven metrics only where it names them, and adds identifiers (never removes any); one
+whose identifiers belong to two profiles fails. A record that would change nothing leaves the
+profile alone (no new version), so loading the same data twice is a no-op. Records of one
+batch are applied in order: two that share an identifier land on the same profile, the later
+one winning. The engine never commits; its caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import ConflictError
+from app.identity.identifiers import IdentifierError, Key
+from app.profiles.bulk.pg import RETRYABLE, PgStore
+from app.profiles.bulk.plan import BulkResult, Plan, RecordOutcome, Store, make_plan, outcomes
+from app.profiles.bulk.sqlite import SqliteStore
+from app.profiles.documents import PreparedProfile, prepare
+from app.profiles.schemas import ProfileDocument
+
+# A concurrent writer can take an identifier between our read and our write; the batch then
+# starts over from a savepoint and sees that writer's result.
+ATTEMPTS = 4
+
+
+class Retry(Exception):
+    """The data moved under the batch; start it over."""
+
+
+async def upsert_documents(
+    session: AsyncSession, documents: list[tuple[int, ProfileDocument]], *, region: str
+) -> BulkResult:
+    """Upsert validated documents; ``index`` is the caller's record number, echoed back."""
+    items: list[tuple[int, PreparedProfile | str]] = []
+    for index, document in documents:
+        try:
+            items.append((index, prepare(document, region)))
+        except IdentifierError as exc:
+            items.append((index, exc.message))
+    return await upsert_prepared(session, items)
+
+
+class SeenKeys:
+    """The keys one import has written so far, when identifiers was empty at its start.
+
+    Then a key this import has not seen is unowned: in the initial load (app/ingest/initial.py)
+    nobody else can write identifiers, and otherwise the unique index catches another writer,
+    after which the batch starts over with every key looked up, and so does the rest of the
+    import. So a batch looks up only the keys it may have written before (an in-file repeat),
+    which for an initial load is almost none, instead of every key. Only the keys' hashes are
+    kept (set operations in C, about 60 bytes a key); a shared hash only costs a lookup. Past
+    LIMIT keys every key is looked up again.
+    """
+
+    LIMIT = 5_000_000
+
+    def __init__(self) -> None:
+        self.hashes: set[int] = set()
+        self.active = True
+
+    def may_have(self, keys: set[Key]) -> list[Key]:
+        """The keys of ``keys`` this import may have written."""
+        hashes = set(map(hash, keys))
+        if hashes.isdisjoint(self.hashes):
+            self.hashes |= hashes
+        else:
+            hits = hashes & self.hashes
+            self.hashes |= hashes
+            return [key for key in keys if hash(key) in hits]
+        if len(self.hashes) > self.LIMIT:
+            self.active = False
+            self.hashes = set()
+        return []
+
+
+async def upsert_prepared(
+    session: AsyncSession,
+    items: Sequence[tuple[int, PreparedProfile | str]],
+    *,
+    seen: SeenKeys | None = None,
+    before_lookup: Callable[[], Awaitable[None]] | None = None,
+) -> BulkResult:
+    """Upsert prepared records; a string in place of a record is that record's error.
+
+    ``seen``: look up only the keys it may hold (see SeenKeys); the importer passes it for a
+    load into tables that held no identifiers when it started. ``before_lookup`` runs before
+    any key is looked up (the initial load rebuilds the identifiers' indexes there).
+    """
+    failures = [RecordOutcome(i, "failed", item) for i, item in items if isinstance(item, str)]
+    records = [(i, item) for i, item in items if not isinstance(item, str)]
+    store = await _store(session)
+    result = await _upsert(session, store, records, seen, before_lookup)
+    if failures:
+        result = combine([result, BulkResult(0, 0, 0, len(failures), failures, [])])
+    return result
+
+
+async def _upsert(
+    session: AsyncSession,
+    store: Store,
+    records: Sequence[tuple[int, PreparedProfile]],
+    seen: SeenKeys | None,
+    before_lookup: Callable[[], Awaitable[None]] | None,
+) -> BulkResult:
+    """Write ``records``; what the database refuses fails the record alone, not the batch.
+
+    Validation stops every refusal known (app/profiles/limits.py), so this is the net under
+    it: a batch the database refuses is rolled back to its savepoint and written again in
+    halves until the refused records stand alone; each fails with the reason and the rest
+    is written. About two batches' work for one such record; none at all otherwise.
+    """
+    try:
+        plan, changed, keys = await _retried(session, store, records, seen, before_lookup)
+    except store.refused as exc:
+        if len(records) == 1:
+            return BulkResult(
+                0, 0, 0, 1, [RecordOutcome(records[0][0], "failed", refusal(exc))], []
+            )
+        middle = len(records) // 2
+        halves = [records[:middle], records[middle:]]
+        return combine([await _upsert(session, store, h, seen, before_lookup) for h in halves])
+    return outcomes(plan, changed, keys)
+
+
+async def _retried(
+    session: AsyncSession,
+    store: Store,
+    records: Sequence[tuple[int, PreparedProfile]],
+    seen: SeenKeys | None,
+    before_lookup: Callable[[], Awaitable[None]] | None,
+) -> tuple[Plan, set[uuid.UUID], list[Key]]:
+    for attempt in range(ATTEMPTS):
+        # After a conflict, someone else writes identifiers: look every key up from now on.
+        if seen is not None and attempt:
+            seen.active = False
+        known = seen if seen is not None and seen.active else None
+        try:
+            return await _attempt(session, store, records, known, before_lookup)
+        except Retry as exc:
+            if attempt == ATTEMPTS - 1:
+                raise ConflictError(
+                    "the identifiers kept changing while this batch ran; retry it"
+                ) from exc
+    raise AssertionError("unreachable")
+
+
+def refusal(exc: BaseException) -> str:
+    """Why the database refused a record, by the error's kind (its text may quote the data)."""
+    kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(exc).__name__.removesuffix("Error")).lower()
+    return f"the database refused this record ({kind})"
+
+
+def combine(parts: Sequence[BulkResult]) -> BulkResult:
+    """One result for records written in several goes (each with its own outcomes)."""
+    results = sorted((o for part in parts for o in part.results), key=lambda o: o.index)
+    keys = [key for part in parts for key in part.changed_keys]
+    return BulkResult(
+        created=sum(p.created for p in parts),
+        updated=sum(p.updated for p in parts),
+        unchanged=sum(p.unchanged for p in parts),
+        failed=sum(p.failed for p in parts),
+        results=results,
+        changed_keys=list(dict.fromkeys(keys)),
+    )
+
+
+async def _store(session: AsyncSession) -> Store:
+    if session.get_bind().dialect.name == "postgresql":
+        return await PgStore.open(session)
+
+    return SqliteStore(session)
+
+
+async def _attempt(
+    session: AsyncSession,
+    store: Store,
+    records: Sequence[tuple[int, PreparedProfile]],
+    seen: SeenKeys | None,
+    before_lookup: Callable[[], Awaitable[None]] | None,
+) -> tuple[Plan, set[uuid.UUID], list[Key]]:
+    # Sorted, so the index is walked in order rather than at random.
+    every = {key for _, record in records for key in record.keys}
+    wanted = sorted(every if seen is None else seen.may_have(every))
+    if wanted and before_lookup is not None:
+        # Before the savepoint: what it does (the initial load rebuilds the identifiers'
+        # indexes) must outlive an attempt that is rolled back.
+        await before_lookup()
+    is_pg = session.get_bind().dialect.name == "postgresql"
+    if not is_pg:
+        return await _run(store, records, wanted)
+
+    try:
+        async with session.begin_nested():
+            # The SAVEPOINT (and the transaction) start only when a connection is asked for;
+            # the store's statements bypass SQLAlchemy, so ask before they run.
+            await session.connection()
+            store.check_transaction()
+            return await _run(store, records, wanted)
+    except RETRYABLE as exc:
+        raise Retry from exc
+
+
+async def _run(
+    store: Store, records: Sequence[tuple[int, PreparedProfile]], wanted: list[Key]
+) -> tuple[Plan, set[uuid.UUID], list[Key]]:
+    lookup = asyncio.ensure_future(store.owners(wanted)) if wanted else None
+    if lookup is not None:
+        await asyncio.sleep(0)  # the query is on its way; serialize while the server works
+    try:
+        store.serialize(records)
+    finally:
+        owners = await lookup if lookup is not None else {}
+    plan = make_plan(records, owners)
+    existing = sorted(t.profile_id for t in plan.existing)
+    if existing and await store.lock(existing) != set(existing):
+        raise Retry  # erased since we looked: its identifiers are free again
+    changed = await store.write(plan)
+    keys = [key for t in plan.created for key in t.new_keys]
+    if changed:
+        keys.extend(await store.keys_of(sorted(changed)))
+    return plan, changed, keys

@@ -271,6 +271,19 @@ class ProfileRead(BaseModel):
     version: int
 
 
+class ProfileWritten(BaseModel):
+    """What a write answers a client without ``profiles:read``: which profile, which version."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"profile_id": "1b0e8c8a-4c1f-4b7e-9d54-2f1e9a3c7d10", "version": 2}]
+        }
+    )
+
+    profile_id: str
+    version: int
+
+
 class BulkRecord(BaseModel):
     """What happened to one record of a bulk request (``index`` counts from 0)."""
 

@@ -23,7 +23,7 @@ from app.core.settings import Settings, SettingsDep
 from app.identity.identifiers import Key, path_key
 from app.platform.logging import short_hash
 from app.profiles import openapi
-from app.profiles.bulk.body import parse_bulk
+from app.profiles.bulk.body import media_type, parse_bulk
 from app.profiles.bulk.upsert import upsert_documents
 from app.profiles.openapi import PATCH_TYPES, IdType, ReadValue, WriteValue
 from app.profiles.schemas import (
@@ -109,8 +109,7 @@ async def patch_profile(
     write: WriteDep,
 ) -> JSONResponse:
     """Apply a JSON Merge Patch to a profile."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in PATCH_TYPES:
+    if media_type(request.headers.get("content-type")) not in PATCH_TYPES:
         raise AppError(
             "send the patch as application/merge-patch+json",
             status_code=415,

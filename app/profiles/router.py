@@ -23,7 +23,7 @@ from app.core.settings import Settings, SettingsDep
 from app.identity.identifiers import Key, path_key
 from app.platform.logging import short_hash
 from app.profiles import openapi
-from app.profiles.bulk.body import media_type, parse_bulk
+from app.profiles.bulk.body import media_type, parse_bulk, parse_json
 from app.profiles.bulk.upsert import upsert_documents
 from app.profiles.openapi import PATCH_TYPES, IdType, ReadValue, WriteValue
 from app.profiles.schemas import (
@@ -116,7 +116,7 @@ async def patch_profile(
             code="unsupported_media_type",
         )
     try:
-        patch = orjson.loads(await request.body())
+        patch = parse_json(await request.body())
     except orjson.JSONDecodeError as exc:
         raise AppError("the request body is not valid JSON", code="invalid_json") from exc
     key = _key(settings, id_type, id_value)

@@ -1,7 +1,8 @@
 """The enrich answer: resolve the first matching identifier, trim to the fields, cap the size.
 
 The answer is built once as serialized bytes (what a cache stores and serves as they are).
-``lookup`` is the one step that touches the database; a cache wraps it.
+The lookup (``first_match``, app/enrich/repository.py) is the one step that touches the database;
+a cache wraps it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import AppError
 from app.core.models import Profile
@@ -26,7 +26,6 @@ from app.enrich.schemas import (
 )
 from app.identity.identifiers import Key, is_absent
 from app.profiles.documents import metrics_view
-from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import fit_ints, iso
 
 ROOTS = ("traits", "metrics", "segments", "recommendations")
@@ -225,16 +224,3 @@ def fit(answer: dict[str, Any], max_chars: int) -> bytes:
 
 def render(match: Match | None, selection: Selection, max_chars: int) -> bytes:
     return fit(answer_document(match, selection), max_chars)
-
-
-async def lookup(
-    sessionmaker: async_sessionmaker[AsyncSession], keys: Sequence[Key]
-) -> Match | None:
-    """The profile of the first key that has one (one query; no session when no keys)."""
-    if not keys:
-        return None
-    async with sessionmaker() as session:
-        found = await ProfileRepository(session).first_match(keys)
-    if found is None:
-        return None
-    return found[0], profile_view(found[1])

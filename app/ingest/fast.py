@@ -28,9 +28,14 @@ from app.identity.identifiers import (
 )
 from app.profiles.documents import PreparedProfile, column_value, prepare
 from app.profiles.limits import UnstorableError, check_document
-from app.profiles.schemas import EVENT_METRICS, TIMESTAMP_METRICS, ProfileDocument, as_utc
-from app.profiles.schemas import _event_metric as event_metric
-from app.profiles.schemas import _number as to_number
+from app.profiles.schemas import (
+    EVENT_METRICS,
+    TIMESTAMP_METRICS,
+    ProfileDocument,
+    as_utc,
+    event_metric,
+    metric_number,
+)
 
 FIELDS = frozenset({"identifiers", "traits", "segments", "metrics", "recommendations", "source"})
 # Timestamps the standard library parses exactly as pydantic does.
@@ -212,7 +217,7 @@ def _metric_value(name: str, given: Any) -> Any:
     if kind is str:
         if name in TIMESTAMP_METRICS and ISO_TIMESTAMP.match(given):
             return as_utc(datetime.fromisoformat(given))
-        value = to_number(given)
+        value = metric_number(given)
         if type(value) is int:
             return value
         if type(value) is float:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
@@ -31,6 +32,7 @@ from app.ingest.initial import InitialLoad
 from app.ingest.parallel import ProcessReader, decode
 from app.ingest.readers import (
     Batch,
+    Format,
     ImportFileError,
     Item,
     batches,
@@ -121,45 +123,23 @@ async def import_file(
     invalidate: Invalidate | None = None,
 ) -> ImportReport:
     """Load ``path`` (CSV or NDJSON) into the database; raise ImportFileError if it cannot."""
-    chosen = detect_format(path, file_format)
-    # Here and (from these) in a reader process.
-    configure_limits(DocumentLimits(settings.document_max_depth, settings.document_max_chars))
-    if source is not None and not storable_text(source):  # argv may carry a lone surrogate
-        raise ImportFileError("--source must be UTF-8 text without NUL characters")
-    if not await asyncio.to_thread(path.is_file):
-        raise ImportFileError(f"cannot read {path}: no such file")
+    chosen = await _checked(path, settings, file_format, source)
     # A large batch may take longer than the API's statement timeout.
     engine = create_engine(settings.model_copy(update={"db_statement_timeout_ms": 0}))
     sessions = create_sessionmaker(engine)
-    region = settings.default_phone_region
-    size = (await asyncio.to_thread(path.stat)).st_size
-    if not settings.is_sqlite and size >= PROCESS_READER_BYTES:
-        next_batch = _from_process(ProcessReader(path, chosen, region, source, batch_size))
-    else:
-        next_batch = _from_thread(Reader(batches(path, chosen, region, source, batch_size)))
+    next_batch = await _read_ahead(path, chosen, settings, source, batch_size)
     report = ImportReport()
     started = time.perf_counter()
     initial = None if settings.is_sqlite else await InitialLoad.start(sessions)
     # Many small objects live briefly here; the cyclic GC would keep rescanning them.
     gc_was_enabled = gc.isenabled()
     gc.disable()
-
-    async def load(items: list[Item]) -> BulkResult:
-        if initial is not None:
-            return await initial.load(items)
-        async with sessions() as session:
-            if not settings.is_sqlite:
-                # The import reports only after its last commit, and a crash mid-file is
-                # recovered by running it again (it is idempotent), so a commit need not
-                # wait for its WAL flush.
-                await session.execute(text("SET LOCAL synchronous_commit = off"))
-            result = await upsert_prepared(session, items)
-            await session.commit()
-        return result
-
     try:
         while (batch := await anext(next_batch)) is not None:
-            result = await load(batch.items)
+            if initial is not None:
+                result = await initial.load(batch.items)
+            else:
+                result = await _commit_batch(sessions, settings, batch.items)
             report.add(result)
             report.seconds = time.perf_counter() - started
             # In the initial load the batch is not committed yet; its readers wait on the lock.
@@ -179,6 +159,49 @@ async def import_file(
         await engine.dispose()
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def _checked(
+    path: Path, settings: Settings, file_format: str | None, source: str | None
+) -> Format:
+    """The file's format, once the import's arguments are found usable (ImportFileError)."""
+    chosen = detect_format(path, file_format)
+    # Here and (from these) in a reader process.
+    configure_limits(DocumentLimits(settings.document_max_depth, settings.document_max_chars))
+    if source is not None and not storable_text(source):  # argv may carry a lone surrogate
+        raise ImportFileError("--source must be UTF-8 text without NUL characters")
+    if not await asyncio.to_thread(path.is_file):
+        raise ImportFileError(f"cannot read {path}: no such file")
+    return chosen
+
+
+async def _read_ahead(
+    path: Path, chosen: Format, settings: Settings, source: str | None, batch_size: int
+) -> AsyncGenerator[Batch | None, None]:
+    """The file's prepared batches (then None), read and prepared a batch ahead.
+
+    By a process for a large file on PostgreSQL, by a thread otherwise.
+    """
+    region = settings.default_phone_region
+    size = (await asyncio.to_thread(path.stat)).st_size
+    if not settings.is_sqlite and size >= PROCESS_READER_BYTES:
+        return _from_process(ProcessReader(path, chosen, region, source, batch_size))
+    return _from_thread(Reader(batches(path, chosen, region, source, batch_size)))
+
+
+async def _commit_batch(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, items: list[Item]
+) -> BulkResult:
+    """Upsert one batch in a transaction of its own."""
+    async with sessions() as session:
+        if not settings.is_sqlite:
+            # The import reports only after its last commit, and a crash mid-file is
+            # recovered by running it again (it is idempotent), so a commit need not
+            # wait for its WAL flush.
+            await session.execute(text("SET LOCAL synchronous_commit = off"))
+        result = await upsert_prepared(session, items)
+        await session.commit()
+    return result
 
 
 async def _from_thread(reader: Reader) -> AsyncGenerator[Batch | None, None]:

@@ -43,21 +43,6 @@ class ProfileRepository:
             owners.update({(t, v): pid for t, v, pid in rows})
         return owners
 
-    async def first_match(self, keys: Sequence[Key]) -> tuple[Key, Profile] | None:
-        """The profile of the first key (in the given order) that has one, in one query."""
-        if not keys:
-            return None
-        rows = await self.session.execute(
-            select(Identifier.type, Identifier.value, Profile)
-            .join(Profile, Profile.id == Identifier.profile_id)
-            .where(tuple_(Identifier.type, Identifier.value).in_(list(keys)))
-        )
-        found = {(t, v): profile for t, v, profile in rows}
-        for key in keys:
-            if key in found:
-                return key, found[key]
-        return None
-
     async def get(self, profile_id: uuid.UUID, *, lock: bool = False) -> Profile | None:
         """Load a profile; ``lock`` takes its row lock (FOR UPDATE) on PostgreSQL."""
         statement = select(Profile).where(Profile.id == profile_id)

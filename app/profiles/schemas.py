@@ -20,7 +20,7 @@ CONTENT = ("traits", "segments", "metrics", "recommendations")
 MAX_MONEY = 1e14
 
 
-def _number(value: Any) -> Any:
+def metric_number(value: Any) -> Any:
     """Metrics are JSON numbers; numeric strings are accepted and converted (not booleans)."""
     if isinstance(value, bool):
         raise ValueError("a metric is a number or a timestamp, not a boolean")
@@ -137,7 +137,7 @@ METRICS_SCHEMA: dict[str, Any] = {
     },
 }
 
-MetricValue = Annotated[float | int | datetime | None, BeforeValidator(_number)]
+MetricValue = Annotated[float | int | datetime | None, BeforeValidator(metric_number)]
 IdentifierValue = Annotated[str | int, BeforeValidator(_no_bool)]
 
 
@@ -227,11 +227,11 @@ class ProfileDocument(BaseModel):
         for name, value in list(self.metrics.items()):
             finite(value, f"metrics.{name}")
             if name in EVENT_METRICS:
-                self.metrics[name] = _event_metric(name, value)
+                self.metrics[name] = event_metric(name, value)
         return self
 
 
-def _event_metric(name: str, value: Any) -> Any:
+def event_metric(name: str, value: Any) -> Any:
     """Check and normalize one of the four column-backed metrics (None clears it)."""
     if value is None:
         return None
@@ -268,6 +268,19 @@ class ProfileRead(BaseModel):
     source: str | None
     created_at: datetime
     updated_at: datetime
+    version: int
+
+
+class ProfileWritten(BaseModel):
+    """What a write answers a client without ``profiles:read``: which profile, which version."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"profile_id": "1b0e8c8a-4c1f-4b7e-9d54-2f1e9a3c7d10", "version": 2}]
+        }
+    )
+
+    profile_id: str
     version: int
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.ingest.demo import demo_documents, demo_guest, demo_profile, load_demo
 from app.profiles.schemas import EVENT_METRICS, ProfileDocument
 from tests.conftest import Backend
-from tests.ingest.helpers import stored_profiles
+from tests.profiles.helpers import stored_profiles
 
 Sessions = async_sessionmaker[AsyncSession]
 DIGEST = (

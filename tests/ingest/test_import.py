@@ -18,7 +18,7 @@ from app.ingest import importer
 from app.profiles import limits
 from tests.conftest import Backend
 from tests.fixtures.databases import REDIS_URL
-from tests.ingest.helpers import stored_profiles
+from tests.profiles.helpers import stored_profiles
 
 ENRICH = str(Path(sys.executable).with_name("enrich"))
 Sessions = async_sessionmaker[AsyncSession]

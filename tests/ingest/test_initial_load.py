@@ -7,9 +7,7 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,31 +17,18 @@ import orjson
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import create_engine, create_sessionmaker
-from app.core.models import Event, Identifier, Profile
+from app.core.models import Identifier
 from app.ingest import importer, initial
 from app.ingest.fast import prepare_raw
 from app.ingest.readers import Item
 from app.profiles.bulk.upsert import SeenKeys, upsert_documents, upsert_prepared
 from app.profiles.documents import PreparedProfile
-from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import ProfileDocument
 from tests.conftest import Backend, run_sync
 from tests.fixtures.databases import truncate_all
-from tests.ingest.helpers import stored_profiles
-
-Sessions = async_sessionmaker[AsyncSession]
-
-
-def person(i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "identifiers": {"email": f"p{i}@example.com", "crm_id": f"C-{i}"},
-        "traits": {"n": i},
-        "metrics": {"order_count": i, "last_order_at": "2026-10-01T12:00:00Z"},
-        **extra,
-    }
+from tests.profiles.helpers import Sessions, person, stored_profiles
 
 
 def named(profiles: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
@@ -283,49 +268,6 @@ class TestInitialLoadIndexes:
         assert left == 0  # one transaction: the batches already written went back too
         assert indexes == {"pk_identifiers", "ix_identifiers_profile_id"}
         assert again.created == 20
-
-
-class TestErasure:
-    async def test_erasing_a_profile_removes_its_identifiers_and_events(
-        self, sessions: Sessions
-    ) -> None:
-        async with sessions() as session:
-            await upsert_documents(
-                session,
-                [(i, ProfileDocument.model_validate(person(i))) for i in range(2)],
-                region="US",
-            )
-            owner = await session.scalar(
-                select(Identifier.profile_id).where(Identifier.value == "p0@example.com")
-            )
-            assert owner is not None
-            session.add(
-                Event(
-                    client_id="test",
-                    event_id=str(uuid.uuid4()),
-                    profile_id=owner,
-                    type="purchase",
-                    occurred_at=datetime.now(UTC),
-                    data={},
-                )
-            )
-            await session.commit()
-
-        async with sessions() as session:
-            await ProfileRepository(session).delete(owner)
-            await session.commit()
-
-        async with sessions() as session:
-            left = {
-                table.__name__: await session.scalar(select(func.count()).select_from(table))
-                for table in (Profile, Identifier, Event)
-            }
-            orphans = await session.scalar(
-                select(func.count()).select_from(Identifier).where(Identifier.profile_id == owner)
-            )
-        # The other profile keeps its three identifiers (email, its hash, crm_id).
-        assert left == {"Profile": 1, "Identifier": 3, "Event": 0}
-        assert orphans == 0
 
 
 class TestReaderProcess:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TokenMaker
+from tests.profiles.helpers import sessions  # noqa: F401  (fixture)
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def split_records(body: bytes, content_type: str | None) -> list[bytes | Any]:
         if not body.strip(JSON_WHITESPACE):
             raise BulkBodyError("the body is empty: send an array of profile documents")
         try:
-            items = _loads(body)
+            items = parse_json(body)
         except orjson.JSONDecodeError as exc:
             raise BulkBodyError(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
         if not isinstance(items, list):
@@ -67,13 +67,14 @@ def split_records(body: bytes, content_type: str | None) -> list[bytes | Any]:
     )
 
 
-def _loads(text: bytes) -> Any:
-    """Parse with orjson; what only it refuses is parsed again so the record fails on its own.
+def parse_json(text: bytes) -> Any:
+    """Parse with orjson; what only it refuses is parsed again so the document check names it.
 
     orjson refuses a lone surrogate (``"\\ud800"``), NaN and Infinity; Python's parser takes
-    them and the document check then refuses them naming where, for that record alone (in a
-    JSON array, one such record would otherwise sink the whole body). Raises orjson's error
-    when neither parser reads ``text``.
+    them and the document check then refuses them naming where: a bulk record fails alone (in
+    a JSON array, one such record would otherwise sink the whole body), and a PATCH gets the
+    422 that a PUT of the same content gets (FastAPI reads a PUT with Python's parser). Raises
+    orjson's error when neither parser reads ``text``.
     """
     try:
         return orjson.loads(text)
@@ -105,7 +106,7 @@ def parse_bulk(body: bytes, content_type: str | None, max_records: int) -> Parse
         item = record
         if isinstance(record, bytes):
             try:
-                item = _loads(record)
+                item = parse_json(record)
             except orjson.JSONDecodeError as exc:
                 parsed.failures.append(
                     BulkRecord(index=index, status="failed", error=f"invalid JSON: {exc}")

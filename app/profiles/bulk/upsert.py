@@ -18,6 +18,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +33,10 @@ from app.profiles.schemas import ProfileDocument
 # A concurrent writer can take an identifier between our read and our write; the batch then
 # starts over from a savepoint and sees that writer's result.
 ATTEMPTS = 4
+
+
+# What one batch wrote: its plan, the profiles it changed and the keys whose answers changed.
+Written = tuple[Plan, set[uuid.UUID], list[Key]]
 
 
 class Retry(Exception):
@@ -99,60 +104,79 @@ async def upsert_prepared(
     """
     failures = [RecordOutcome(i, "failed", item) for i, item in items if isinstance(item, str)]
     records = [(i, item) for i, item in items if not isinstance(item, str)]
-    store = await _store(session)
-    result = await _upsert(session, store, records, seen, before_lookup)
+    writer = _Writer(session, await _store(session), seen, before_lookup)
+    result = await writer.write(records)
     if failures:
         result = combine([result, BulkResult(0, 0, 0, len(failures), failures, [])])
     return result
 
 
-async def _upsert(
-    session: AsyncSession,
-    store: Store,
-    records: Sequence[tuple[int, PreparedProfile]],
-    seen: SeenKeys | None,
-    before_lookup: Callable[[], Awaitable[None]] | None,
-) -> BulkResult:
-    """Write ``records``; what the database refuses fails the record alone, not the batch.
+@dataclass
+class _Writer:
+    """One upsert call's session, store and options, for the steps that write its records."""
 
-    Validation stops every refusal known (app/profiles/limits.py), so this is the net under
-    it: a batch the database refuses is rolled back to its savepoint and written again in
-    halves until the refused records stand alone; each fails with the reason and the rest
-    is written. About two batches' work for one such record; none at all otherwise.
-    """
-    try:
-        plan, changed, keys = await _retried(session, store, records, seen, before_lookup)
-    except store.refused as exc:
-        if len(records) == 1:
-            return BulkResult(
-                0, 0, 0, 1, [RecordOutcome(records[0][0], "failed", refusal(exc))], []
-            )
-        middle = len(records) // 2
-        halves = [records[:middle], records[middle:]]
-        return combine([await _upsert(session, store, h, seen, before_lookup) for h in halves])
-    return outcomes(plan, changed, keys)
+    session: AsyncSession
+    store: Store
+    seen: SeenKeys | None
+    before_lookup: Callable[[], Awaitable[None]] | None
 
+    async def write(self, records: Sequence[tuple[int, PreparedProfile]]) -> BulkResult:
+        """Write ``records``; what the database refuses fails the record alone, not the batch.
 
-async def _retried(
-    session: AsyncSession,
-    store: Store,
-    records: Sequence[tuple[int, PreparedProfile]],
-    seen: SeenKeys | None,
-    before_lookup: Callable[[], Awaitable[None]] | None,
-) -> tuple[Plan, set[uuid.UUID], list[Key]]:
-    for attempt in range(ATTEMPTS):
-        # After a conflict, someone else writes identifiers: look every key up from now on.
-        if seen is not None and attempt:
-            seen.active = False
-        known = seen if seen is not None and seen.active else None
+        Validation stops every refusal known (app/profiles/limits.py), so this is the net under
+        it: a batch the database refuses is rolled back to its savepoint and written again in
+        halves until the refused records stand alone; each fails with the reason and the rest
+        is written. About two batches' work for one such record; none at all otherwise.
+        """
         try:
-            return await _attempt(session, store, records, known, before_lookup)
-        except Retry as exc:
-            if attempt == ATTEMPTS - 1:
-                raise ConflictError(
-                    "the identifiers kept changing while this batch ran; retry it"
-                ) from exc
-    raise AssertionError("unreachable")
+            plan, changed, keys = await self._retried(records)
+        except self.store.refused as exc:
+            if len(records) == 1:
+                return BulkResult(
+                    0, 0, 0, 1, [RecordOutcome(records[0][0], "failed", refusal(exc))], []
+                )
+            middle = len(records) // 2
+            return combine([await self.write(records[:middle]), await self.write(records[middle:])])
+        return outcomes(plan, changed, keys)
+
+    async def _retried(self, records: Sequence[tuple[int, PreparedProfile]]) -> Written:
+        """Attempt the batch until no concurrent writer moved its identifiers under it."""
+        for attempt in range(ATTEMPTS):
+            # After a conflict, someone else writes identifiers: look every key up from now on.
+            if self.seen is not None and attempt:
+                self.seen.active = False
+            known = self.seen if self.seen is not None and self.seen.active else None
+            try:
+                return await self._attempt(records, known)
+            except Retry as exc:
+                if attempt == ATTEMPTS - 1:
+                    raise ConflictError(
+                        "the identifiers kept changing while this batch ran; retry it"
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    async def _attempt(
+        self, records: Sequence[tuple[int, PreparedProfile]], seen: SeenKeys | None
+    ) -> Written:
+        """One attempt, in a savepoint on PostgreSQL; ``seen`` narrows the keys looked up."""
+        # Sorted, so the index is walked in order rather than at random.
+        every = {key for _, record in records for key in record.keys}
+        wanted = sorted(every if seen is None else seen.may_have(every))
+        if wanted and self.before_lookup is not None:
+            # Before the savepoint: what it does (the initial load rebuilds the identifiers'
+            # indexes) must outlive an attempt that is rolled back.
+            await self.before_lookup()
+        if self.session.get_bind().dialect.name != "postgresql":
+            return await _run(self.store, records, wanted)
+        try:
+            async with self.session.begin_nested():
+                # The SAVEPOINT (and the transaction) start only when a connection is asked
+                # for; the store's statements bypass SQLAlchemy, so ask before they run.
+                await self.session.connection()
+                self.store.check_transaction()
+                return await _run(self.store, records, wanted)
+        except RETRYABLE as exc:
+            raise Retry from exc
 
 
 def refusal(exc: BaseException) -> str:
@@ -182,38 +206,9 @@ async def _store(session: AsyncSession) -> Store:
     return SqliteStore(session)
 
 
-async def _attempt(
-    session: AsyncSession,
-    store: Store,
-    records: Sequence[tuple[int, PreparedProfile]],
-    seen: SeenKeys | None,
-    before_lookup: Callable[[], Awaitable[None]] | None,
-) -> tuple[Plan, set[uuid.UUID], list[Key]]:
-    # Sorted, so the index is walked in order rather than at random.
-    every = {key for _, record in records for key in record.keys}
-    wanted = sorted(every if seen is None else seen.may_have(every))
-    if wanted and before_lookup is not None:
-        # Before the savepoint: what it does (the initial load rebuilds the identifiers'
-        # indexes) must outlive an attempt that is rolled back.
-        await before_lookup()
-    is_pg = session.get_bind().dialect.name == "postgresql"
-    if not is_pg:
-        return await _run(store, records, wanted)
-
-    try:
-        async with session.begin_nested():
-            # The SAVEPOINT (and the transaction) start only when a connection is asked for;
-            # the store's statements bypass SQLAlchemy, so ask before they run.
-            await session.connection()
-            store.check_transaction()
-            return await _run(store, records, wanted)
-    except RETRYABLE as exc:
-        raise Retry from exc
-
-
 async def _run(
     store: Store, records: Sequence[tuple[int, PreparedProfile]], wanted: list[Key]
-) -> tuple[Plan, set[uuid.UUID], list[Key]]:
+) -> Written:
     lookup = asyncio.ensure_future(store.owners(wanted)) if wanted else None
     if lookup is not None:
         await asyncio.sleep(0)  # the query is on its way; serialize while the server works

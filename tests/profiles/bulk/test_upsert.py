@@ -7,15 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.profiles.bulk.plan import BulkResult
 from app.profiles.bulk.upsert import upsert_documents
 from app.profiles.schemas import ProfileDocument
 from tests.conftest import Backend
-from tests.ingest.helpers import stored_profiles
-
-Sessions = async_sessionmaker[AsyncSession]
+from tests.profiles.helpers import Sessions, stored_profiles
 
 
 async def upsert(sessions: Sessions, *documents: dict[str, Any]) -> BulkResult:

@@ -16,7 +16,7 @@ import pytest
 import typer
 
 from app.audit.log import AuditLog
-from app.cli.ops import parse_since
+from app.cli.audit import parse_since
 from tests.conftest import Backend, RunningApp
 from tests.ops.conftest import Caller
 

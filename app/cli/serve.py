@@ -72,7 +72,8 @@ def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
     """The HTTP protocol of every worker: httptools, one write per response, the settings'
     limits. A ``partial`` of the class (uvicorn pickles it for its worker processes)."""
     # start-up: uvicorn and httptools load when the command runs.
-    from app.platform.http import CoalescingHttpToolsProtocol, HttpLimits
+    from app.platform.http import CoalescingHttpToolsProtocol
+    from app.platform.http_limits import HttpLimits
 
     limits = HttpLimits(
         max_header_bytes=settings.max_header_bytes,

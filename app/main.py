@@ -6,7 +6,6 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -14,19 +13,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.apidocs.ui import install_docs
+from app.auth.router import install_oauth_errors
 from app.auth.router import router as auth_router
-from app.auth.service import OAuthError
 from app.core.addresses import NetworkSet
 from app.core.errors import install_handlers
 from app.core.openapi import keep_example_nulls
-from app.core.responses import JSONResponse
 from app.core.settings import Settings, get_settings
 from app.core.versions import check_supported
 from app.enrich.fastpath import PATH as FAST_PATH
 from app.enrich.fastpath import EnrichFastPath, FastParts
 from app.enrich.router import router as enrich_router
 from app.events.router import router as events_router
-from app.health.router import router as ops_router
+from app.health.router import router as health_router
 from app.platform.logging import access_log_for, configure_logging
 from app.platform.metrics import request_metrics
 from app.platform.middleware import Access, AccessMiddleware, BodyLimitMiddleware
@@ -85,13 +83,26 @@ class EnrichAPI(FastAPI):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service: its routes, error handlers and middleware; the parts open in ``lifespan``."""
     check_supported()  # a library outside the tested range fails the start, not a request
     settings = settings or get_settings()
     configure_logging(settings)
     configure_document_limits(
         DocumentLimits(settings.document_max_depth, settings.document_max_chars)
     )
-    app = EnrichAPI(
+    app = new_app()
+    install_docs(app, settings.docs_access)
+    app.state.settings = settings
+    install_handlers(app)
+    install_oauth_errors(app)
+    include_routers(app)
+    install_middleware(app, settings)
+    return app
+
+
+def new_app() -> EnrichAPI:
+    """The application, bare: its OpenAPI description and how the docs are served."""
+    return EnrichAPI(
         title="enrich",
         version=__version__,
         description=DESCRIPTION,
@@ -106,25 +117,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    install_docs(app, settings.docs_access)
-    app.state.settings = settings
-    install_handlers(app)
 
-    @app.exception_handler(OAuthError)
-    async def _oauth_error(_request: Any, exc: OAuthError) -> JSONResponse:
-        headers = {"Cache-Control": "no-store", **(exc.headers or {})}
-        return JSONResponse(
-            {"error": exc.code, "error_description": exc.message},
-            status_code=exc.status_code,
-            headers=headers,
-        )
 
+def include_routers(app: FastAPI) -> None:
+    """Every domain's routes, in the order the OpenAPI document lists them."""
     app.include_router(auth_router)
     app.include_router(enrich_router)
     app.include_router(profiles_router)
     app.include_router(events_router)
-    app.include_router(ops_router)
+    app.include_router(health_router)
     keep_example_nulls(app)  # FastAPI drops nulls from examples (an unknown guest's answer)
+
+
+def install_middleware(app: EnrichAPI, settings: Settings) -> None:
+    """Body limits and the access line around the routes; the enrich fast path before them."""
     access = Access(
         trusted_proxies=NetworkSet.parse(settings.trusted_proxies),
         access_log=access_log_for(settings),
@@ -140,4 +146,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.serve_enrich_fast(
         partial(EnrichFastPath, access=access, body_limit=settings.max_body_bytes)
     )
-    return app

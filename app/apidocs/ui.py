@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
+import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -87,8 +88,6 @@ PAGE_HEADERS = {
 
 
 def assets_dir() -> Path:
-    import fastapi_offline
-
     return Path(fastapi_offline.__file__).parent / "static"
 
 
@@ -191,50 +190,70 @@ def install_docs(app: FastAPI, access: DocsAccess) -> None:
     if access == "off":
         return
     app.mount(ASSETS_URL, NoSniff(StaticFiles(directory=assets_dir())), name="docs-assets")
+    for path, endpoint in (
+        (OPENAPI_URL, document(app)),
+        (DOCS_URL, page(app, swagger_ui_html)),
+        (REDIRECT_URL, page(app, oauth2_redirect_html)),
+        (REDOC_URL, page(app, redoc_html)),
+    ):
+        # Starlette routes: GET answers HEAD too.
+        app.add_route(path, _guarded(endpoint, access), methods=["GET"], include_in_schema=False)
+
+
+def root_path(request: Request) -> str:
+    """Where the service is mounted behind a proxy (``--root-path``), without a trailing slash."""
+    root: str = request.scope.get("root_path", "").rstrip("/")
+    return root
+
+
+def document(app: FastAPI) -> Endpoint:
+    """The endpoint of ``/openapi.json`` (naming the root path as a server when there is one)."""
 
     async def openapi(request: Request) -> Response:
-        root = request.scope.get("root_path", "").rstrip("/")
+        root = root_path(request)
         schema = app.openapi()
         if root and app.root_path_in_servers:
             if root not in {server.get("url") for server in schema.get("servers", [])}:
                 schema = {**schema, "servers": [{"url": root}, *schema.get("servers", [])]}
         return JSONResponse(schema, headers={"X-Content-Type-Options": "nosniff"})
 
-    async def swagger_ui(request: Request) -> Response:
-        root = request.scope.get("root_path", "").rstrip("/")
-        return protected_page(
-            get_swagger_ui_html(
-                openapi_url=f"{root}{OPENAPI_URL}",
-                title=f"{app.title} - Swagger UI",
-                oauth2_redirect_url=f"{root}{REDIRECT_URL}",
-                init_oauth=app.swagger_ui_init_oauth,
-                swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
-                swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
-                swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-                swagger_ui_parameters=app.swagger_ui_parameters,
-            )
-        )
+    return openapi
 
-    async def swagger_ui_redirect(_request: Request) -> Response:
-        return protected_page(get_swagger_ui_oauth2_redirect_html())
 
-    async def redoc(request: Request) -> Response:
-        root = request.scope.get("root_path", "").rstrip("/")
-        return protected_page(
-            get_redoc_html(
-                openapi_url=f"{root}{OPENAPI_URL}",
-                title=f"{app.title} - ReDoc",
-                redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-                redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-                with_google_fonts=False,
-            )
-        )
+PageBuilder = Callable[[FastAPI, str], HTMLResponse]
 
-    for path, endpoint in (
-        (OPENAPI_URL, openapi),
-        (DOCS_URL, swagger_ui),
-        (REDIRECT_URL, swagger_ui_redirect),
-        (REDOC_URL, redoc),
-    ):
-        # Starlette routes: GET answers HEAD too.
-        app.add_route(path, _guarded(endpoint, access), methods=["GET"], include_in_schema=False)
+
+def page(app: FastAPI, build: PageBuilder) -> Endpoint:
+    """The endpoint of a docs page: ``build(app, root path)``, with its policy and headers."""
+
+    async def endpoint(request: Request) -> Response:
+        return protected_page(build(app, root_path(request)))
+
+    return endpoint
+
+
+def swagger_ui_html(app: FastAPI, root: str) -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{OPENAPI_URL}",
+        title=f"{app.title} - Swagger UI",
+        oauth2_redirect_url=f"{root}{REDIRECT_URL}",
+        init_oauth=app.swagger_ui_init_oauth,
+        swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    )
+
+
+def oauth2_redirect_html(_app: FastAPI, _root: str) -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+def redoc_html(app: FastAPI, root: str) -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url=f"{root}{OPENAPI_URL}",
+        title=f"{app.title} - ReDoc",
+        redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+        with_google_fonts=False,
+    )

@@ -8,7 +8,7 @@ import binascii
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote_plus
 
-from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
 from fastapi.openapi.models import HTTPBase
 from fastapi.security.base import SecurityBase
 
@@ -348,3 +348,17 @@ async def metadata(
 async def jwks(keyring: Annotated[KeyRing, Depends(part(KeyRing))]) -> JSONResponse:
     """Public keys of the access-token signers, each with its `kid`."""
     return JSONResponse(keyring.jwks(), headers={"Cache-Control": "max-age=300"})
+
+
+def install_oauth_errors(app: FastAPI) -> None:
+    """Answer ``OAuthError`` in RFC 6749 section 5.2's shape, ``{"error", "error_description"}``,
+    never stored (the other errors keep the service's ``{"error", "detail"}``)."""
+
+    @app.exception_handler(OAuthError)
+    async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
+        headers = {"Cache-Control": "no-store", **(exc.headers or {})}
+        return JSONResponse(
+            {"error": exc.code, "error_description": exc.message},
+            status_code=exc.status_code,
+            headers=headers,
+        )

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from app.cli.common import load_settings
+
 
 def _write(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,11 +36,11 @@ def postman(
     ] = None,
 ) -> None:
     """Write a Postman v2.1 collection of the API, with OAuth 2.0 client-credentials auth."""
-    from app.core.settings import get_settings
+    # start-up: the whole app (for its OpenAPI document) loads when the command runs.
     from app.main import create_app
     from app.qa.postman import collection, environment
 
-    settings = get_settings()
+    settings = load_settings()
     url = (base_url or settings.public_url).rstrip("/")
     spec = create_app(settings).openapi()
     document = collection(spec, url)

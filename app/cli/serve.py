@@ -2,6 +2,7 @@
 
 Nothing here imports prometheus_client at module level: the multiprocess directory must be in
 the environment before the library is first imported, in this process and in every worker.
+The rest of the service loads when the command runs, not when ``enrich`` starts.
 """
 
 from __future__ import annotations
@@ -13,15 +14,27 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import SecretStr
+import typer
 
-from app.core.settings import Settings
+from app.cli.common import MASK, load_settings, mask_url
+
+if TYPE_CHECKING:  # (for the annotations only: the modules load when the command runs)
+    from app.core.settings import Settings
 
 # prometheus_client's multiprocess mode reads this when it is first imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-MASK = "**********"
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [ENRICH_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [ENRICH_PORT]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [ENRICH_WORKERS]")] = None,
+) -> None:
+    """Run the API with uvicorn (uvloop and httptools); SIGTERM drains it gracefully."""
+    settings = load_settings()
+    run_server(settings, host or settings.host, port or settings.port, workers or settings.workers)
 
 
 def prepare_metrics_dir() -> tuple[Path, bool]:
@@ -38,18 +51,11 @@ def prepare_metrics_dir() -> tuple[Path, bool]:
     return path, True
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password hidden."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return MASK
-
-
 def effective_settings(settings: Settings) -> dict[str, Any]:
     """Every setting as the service will use it; secrets masked, URLs without passwords."""
+    # start-up: pydantic loads when the command runs (with the settings).
+    from pydantic import SecretStr
+
     shown: dict[str, Any] = {}
     for name, value in settings:
         if isinstance(value, SecretStr):
@@ -65,7 +71,9 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
 def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
     """The HTTP protocol of every worker: httptools, one write per response, the settings'
     limits. A ``partial`` of the class (uvicorn pickles it for its worker processes)."""
-    from app.platform.http import CoalescingHttpToolsProtocol, HttpLimits
+    # start-up: uvicorn and httptools load when the command runs.
+    from app.platform.http import CoalescingHttpToolsProtocol
+    from app.platform.http_limits import HttpLimits
 
     limits = HttpLimits(
         max_header_bytes=settings.max_header_bytes,
@@ -77,12 +85,14 @@ def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
     return functools.partial(CoalescingHttpToolsProtocol, limits=limits)
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     """Run uvicorn; blocks until the server has stopped."""
     metrics_dir, ours = prepare_metrics_dir()
     # The workers read their settings anew: let them know how many they are (--workers).
     os.environ["ENRICH_WORKERS"] = str(workers)
     settings = settings.model_copy(update={"workers": workers})
+    # Imported now, not at start-up: prometheus_client (under app.platform.logging) reads
+    # PROMETHEUS_MULTIPROC_DIR once, when first imported, and prepare_metrics_dir sets it.
     import structlog
     import uvicorn
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis.exceptions
 
@@ -26,14 +27,21 @@ class CircuitBreaker:
     """Closed until ``threshold`` failures in a row; then open for ``reset_seconds``.
 
     After that one call is let through (half-open): success closes the circuit, failure opens
-    it again.
+    it again. ``clock`` is ``time.monotonic`` but in tests.
     """
 
-    def __init__(self, threshold: int = 3, reset_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        threshold: int = 3,
+        reset_seconds: float = 2.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.threshold = threshold
         self.reset_seconds = reset_seconds
         self.failures = 0
         self.opened_at: float | None = None
+        self._clock = clock
 
     @property
     def is_open(self) -> bool:
@@ -42,8 +50,9 @@ class CircuitBreaker:
     def allow(self) -> bool:
         if self.opened_at is None:
             return True
-        if time.monotonic() - self.opened_at >= self.reset_seconds:
-            self.opened_at = time.monotonic()  # half-open: one probe per period
+        now = self._clock()
+        if now - self.opened_at >= self.reset_seconds:
+            self.opened_at = now  # half-open: one probe per period
             return True
         return False
 
@@ -54,4 +63,4 @@ class CircuitBreaker:
     def failure(self) -> None:
         self.failures += 1
         if self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
+            self.opened_at = self._clock()

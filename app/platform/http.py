@@ -1,5 +1,5 @@
 """uvicorn's httptools protocol with one write per response instead of two, and limits on what a
-caller may send before the application sees a request.
+caller may send before the application sees a request (``app/platform/http_limits.py``).
 
 One write per response
 ----------------------
@@ -16,32 +16,33 @@ one wake-up (worth ~20 % of L1-hit throughput over writing each answer at once).
 server is handling just one request there is nothing to batch with, and the second write sends
 both parts at once. Nothing waits longer than the current iteration; closing or aborting the
 connection flushes (or drops) what is pending first, in order.
-
-Limits (``HttpLimits``)
------------------------
-httptools has no limit of its own on a request head, and it joins the pieces of a header that
-arrives in several reads by copying (``+=``): a 64 MB header line cost ~3 CPU seconds, growing
-faster than its length. Here the bytes of a head are counted as they are read, and the parser
-is never fed past the limit: a longer head is answered 431, more header fields than allowed
-431, a longer URL 414, all with the service's JSON error and ``Connection: close``. A head must
-be whole within a timeout of its first byte (or of the connection, for a caller that sends
-nothing), and a body may not stall longer than another: uvicorn only times out idle kept-alive
-connections between requests (``timeout_keep_alive``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sized
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
-import orjson
 import structlog
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from app.platform.http_limits import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    HttpLimits,
+    Refusal,
+    body_stalled,
+    head_late,
+    head_too_large,
+    not_http,
+    refusal_response,
+    too_many_fields,
+    url_too_long,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -105,39 +106,8 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    """What a caller may send before the application sees its request (settings ``ENRICH_*``)."""
-
-    max_header_bytes: int = 16_384  # request line, header fields and the blank line
-    max_header_fields: int = 100
-    max_url_bytes: int = 8192
-    header_timeout: float = 10.0  # seconds from a head's first byte (or the connection) to its end
-    body_timeout: float = 10.0  # seconds a body may go without a byte while it is awaited
-
-
-class Refusal(Exception):
-    """A request answered by the protocol itself, after which the connection closes.
-
-    Raised in a parser callback it stops httptools at once (it comes back as the
-    ``__context__`` of ``HttpParserCallbackError``).
-    """
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
-
-
 # How long an idle kept-alive connection stays open after the server is told to stop.
 IDLE_CLOSE_GRACE_SECONDS = 0.05
-# After a refusal the connection is half-closed and what the caller still sends is read and
-# dropped, so a caller that sends its whole request before it reads gets the answer rather
-# than a reset: up to LINGER_BYTES, then nothing more is read; after LINGER_SECONDS (or when
-# the caller closes) the connection closes.
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 1024 * 1024
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
@@ -249,7 +219,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if not self._parse(view[:room]):
                 return
             if self._reading_head and self._head_read >= limit:
-                self._refuse(too_large(f"The request head is larger than {limit} bytes."))
+                self._refuse(head_too_large(self.limits))
                 return
             view = view[room:]
         if view:
@@ -263,12 +233,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             refusal = exc.__context__
-            if not isinstance(refusal, Refusal):
-                refusal = Refusal(400, "bad_request", "The request is not valid HTTP/1.1.")
-            self._refuse(refusal)
+            self._refuse(refusal if isinstance(refusal, Refusal) else not_http())
             return False
         except httptools.HttpParserError:
-            self._refuse(Refusal(400, "bad_request", "The request is not valid HTTP/1.1."))
+            self._refuse(not_http())
             return False
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
@@ -306,13 +274,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         # What the byte count per read does not see (raised, this stops the parser).
-        limits = self.limits
-        if len(self.url) > limits.max_url_bytes:
-            detail = f"The request's URL is longer than {limits.max_url_bytes} bytes."
-            raise Refusal(414, "uri_too_long", detail)
-        if len(self.headers) > limits.max_header_fields:
-            detail = f"The request has more than {limits.max_header_fields} header fields."
-            raise too_large(detail)
+        if len(self.url) > self.limits.max_url_bytes:
+            raise url_too_long(self.limits)
+        if len(self.headers) > self.limits.max_header_fields:
+            raise too_many_fields(self.limits)
         if self._message_ended:
             self._check_head_size()
         super().on_headers_complete()
@@ -324,8 +289,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         before it (pipelining), which the count per read does not see."""
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.limits.max_header_bytes:
-            limit = self.limits.max_header_bytes
-            raise too_large(f"The request head is larger than {limit} bytes.")
+            raise head_too_large(self.limits)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -349,9 +313,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():
             return
         if self._head_begun:
-            seconds = self.limits.header_timeout
-            detail = f"The request head did not arrive within {seconds:g} seconds."
-            self._refuse(Refusal(408, "request_timeout", detail))
+            self._refuse(head_late(self.limits))
         elif self.cycle is None or self.cycle.response_complete:
             self.transport.close()  # connected (or answered) and sent no request since
 
@@ -367,9 +329,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if waited < timeout:
             self._body_timer = self.loop.call_later(timeout - waited, self._body_stalled)
             return
-        detail = f"The request body stalled: nothing came for {timeout:g} seconds."
         if self.cycle is not None and not self.cycle.response_started:
-            self._answer_and_close(Refusal(408, "request_timeout", detail))
+            self._answer_and_close(body_stalled(self.limits))
         else:
             self._log_refusal(408, "request_timeout")
             self._refused = True
@@ -395,19 +356,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if timer is not None:
                 timer.cancel()
         self._head_timer = self._body_timer = None
-        body = orjson.dumps({"error": refusal.error, "detail": refusal.detail})
-        content = [STATUS_LINE[refusal.status]]
-        for name, value in self.server_state.default_headers:
-            content.extend([name, b": ", value, b"\r\n"])
-        content.extend(
-            [
-                b"content-type: application/json\r\n",
-                b"content-length: %d\r\n" % len(body),
-                b"connection: close\r\n\r\n",
-                body,
-            ]
-        )
-        self.transport.write(b"".join(content))
+        self.transport.write(refusal_response(refusal, self.server_state.default_headers))
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the caller reads the answer, then the end
         self._linger_timer = self.loop.call_later(LINGER_SECONDS, self._close)
@@ -426,7 +375,3 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def _log_refusal(self, status: int, error: str) -> None:
         client = self.client[0] if self.client else None
         log.warning("http.refused", status=status, error=error, client=client)
-
-
-def too_large(detail: str) -> Refusal:
-    return Refusal(431, "request_header_fields_too_large", detail)

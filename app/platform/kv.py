@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as redis
@@ -45,26 +46,32 @@ class Cache(Protocol):
 
 
 class MemoryCache:
-    """A bounded in-process store with per-key expiry (the embedded default)."""
+    """A bounded in-process store with per-key expiry (the embedded default).
+
+    ``clock`` is ``time.monotonic`` but in tests.
+    """
 
     name = "memory"
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._data: OrderedDict[str, tuple[float, bytes | int]] = OrderedDict()
         self._max = max_entries
+        self._clock = clock
 
     def _live(self, key: str) -> bytes | int | None:
         item = self._data.get(key)
         if item is None:
             return None
         expires, value = item
-        if expires < time.monotonic():
+        if expires < self._clock():
             del self._data[key]
             return None
         return value
 
     def _put(self, key: str, value: bytes | int, ttl: float) -> None:
-        self._data[key] = (time.monotonic() + ttl, value)
+        self._data[key] = (self._clock() + ttl, value)
         self._data.move_to_end(key)
         while len(self._data) > self._max:
             self._data.popitem(last=False)
@@ -93,7 +100,7 @@ class MemoryCache:
         item = self._data.get(key)
         if item is None:
             return 0
-        return max(0, int(item[0] - time.monotonic() + 0.999))
+        return max(0, int(item[0] - self._clock() + 0.999))
 
     async def counts(self, *keys: str) -> list[int]:
         return [v if isinstance(v := self._live(k), int) else 0 for k in keys]

@@ -22,6 +22,7 @@ from app.auth.bearer import require_scope
 from app.auth.service import ClientService
 from app.auth.tokens import Principal
 from tests.conftest import OAuthClient, RunningApp
+from tests.fixtures.callers import new_caller  # noqa: F401  (fixture, for test_allowlist.py)
 
 PROBE_READ = "/_test/read"
 PROBE_WRITE = "/_test/write"

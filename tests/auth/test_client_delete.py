@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.core.models import RevokedToken
 from tests.auth.conftest import PROBE_READ, bearer, eventually, fetch_token, mount_probe, revoke
 from tests.conftest import Backend, OAuthClient, RunningApp
-from tests.ops.test_audit import create_client, enrich, ok
+from tests.fixtures.commands import create_client, enrich, ok
 
 DEADLINE = 1.5  # the promise is "within a second"; the poll runs every 0.25 s
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.core.settings import Settings
 from tests.conftest import AppFactory, ClientMaker, RunningApp
-from tests.ops.conftest import fetch_token
+from tests.fixtures.callers import fetch_token
 
 PAGES = ("/docs", "/redoc", "/docs/oauth2-redirect")
 DOCUMENTS = (*PAGES, "/openapi.json")

@@ -8,7 +8,7 @@ import httpx
 
 from tests.auth.conftest import basic, fetch_token, revoke
 from tests.conftest import ClientMaker, RunningApp
-from tests.ops.conftest import ENRICH, GUEST, set_allowlist, set_limit
+from tests.fixtures.callers import ENRICH, GUEST, set_allowlist, set_limit
 
 PROFILE = "/v1/profiles/{id_type}/{id_value}"
 

@@ -61,7 +61,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             auth_max_failures_per_client="1000000",
             # The schema allows query values whose percent-encoded form passes the protocol's
             # URL and head limits (12 bytes per 4-byte character): the fuzzer would meet the
-            # 414/431 of app/platform/http.py, which tests/ops/test_http_limits.py tests.
+            # 414/431 of app/platform/http.py, which tests/platform/test_http_limits.py tests.
             max_url_bytes="262144",
             max_header_bytes="262144",
         ) as server:

@@ -7,7 +7,7 @@ import httpx
 from app.core.addresses import NetworkSet, forwarded_client
 from tests.auth.conftest import eventually, make_client_on
 from tests.conftest import AppFactory, RunningApp
-from tests.ops.conftest import ENRICH, GUEST, Caller, fetch_token, set_allowlist
+from tests.fixtures.callers import ENRICH, GUEST, Caller, fetch_token, set_allowlist
 
 PROFILE = "/v1/profiles/email/nobody@example.com"
 # The ASGI test client connects from 203.0.113.7.

@@ -8,7 +8,7 @@ import httpx
 import orjson
 
 from tests.conftest import AppFactory
-from tests.ops.conftest import ENRICH, Caller
+from tests.fixtures.callers import ENRICH, Caller
 
 CHUNK = 64 * 1024
 
@@ -66,7 +66,7 @@ class TestBodyLimit:
     async def test_bulk_has_a_larger_limit_of_its_own(self, app_factory: AppFactory) -> None:
         app = await app_factory(max_body_bytes=4096, bulk_max_body_bytes=65_536)
         from tests.auth.conftest import make_client_on
-        from tests.ops.conftest import fetch_token
+        from tests.fixtures.callers import fetch_token
 
         client = await make_client_on(app, "profiles:write")
         headers = {

@@ -11,7 +11,7 @@ import pytest
 
 from app.platform.logging import FLUSH_SECONDS
 from tests.conftest import AppFactory, ClientMaker, OAuthClient, RunningApp
-from tests.ops.conftest import ENRICH, GUEST, fetch_token
+from tests.fixtures.callers import ENRICH, GUEST, fetch_token
 
 
 def access_lines(text: str) -> list[dict[str, Any]]:

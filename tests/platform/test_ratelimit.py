@@ -12,8 +12,8 @@ import redis.asyncio as redis
 from app.platform.ratelimit import PENDING, Limit, LocalLimiter, RateLimitedError, RedisLimiter
 from tests.auth.conftest import eventually
 from tests.conftest import AppFactory, Backend, RunningApp
+from tests.fixtures.callers import ENRICH, GUEST, Caller, set_limit
 from tests.fixtures.databases import REDIS_URL, flush_prefix_at
-from tests.ops.conftest import ENRICH, GUEST, Caller, set_limit
 
 PROFILE = "/v1/profiles/email/nobody@example.com"
 
@@ -184,7 +184,7 @@ class TestRateLimitedRequests:
     async def test_the_default_comes_from_the_settings(self, app_factory: AppFactory) -> None:
         app = await app_factory(rate_limit_rps=0.01, rate_limit_burst=2)
         from tests.auth.conftest import make_client_on
-        from tests.ops.conftest import fetch_token
+        from tests.fixtures.callers import fetch_token
 
         client = await make_client_on(app, "profiles:read")
         headers = {"Authorization": f"Bearer {await fetch_token(app.http, client)}"}
@@ -197,7 +197,7 @@ class TestRateLimitedRequests:
         self, app_factory: AppFactory
     ) -> None:
         from tests.auth.conftest import make_client_on
-        from tests.ops.conftest import fetch_token
+        from tests.fixtures.callers import fetch_token
 
         for overrides in ({"rate_limit_rps": 0}, {"rate_limit_enabled": False}):
             app = await app_factory(rate_limit_burst=1, **overrides)
@@ -213,7 +213,7 @@ class TestRateLimitedRequests:
     ) -> None:
         from app.auth.service import ClientService
         from tests.auth.conftest import make_client_on
-        from tests.ops.conftest import fetch_token
+        from tests.fixtures.callers import fetch_token
 
         first = await app_factory()
         second = await app_factory()

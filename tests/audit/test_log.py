@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-import typer
-
 from app.audit.log import AuditLog
-from app.cli.ops import parse_since
 from tests.conftest import Backend, RunningApp
-from tests.ops.conftest import Caller
-
-ENRICH = Path(sys.executable).with_name("enrich")
-
-
-async def enrich(backend: Backend, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICH_")}
-    env["ENRICH_DATABASE_URL"] = backend.database_url
-    return await asyncio.to_thread(
-        subprocess.run,
-        [str(ENRICH), *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-async def ok(backend: Backend, tmp_path: Path, *args: str) -> str:
-    result = await enrich(backend, tmp_path, *args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-async def create_client(backend: Backend, tmp_path: Path, name: str) -> dict[str, Any]:
-    command = ("clients", "create", "--name", name, "--scopes", "profiles:read", "--json")
-    created: dict[str, Any] = json.loads(await ok(backend, tmp_path, *command))
-    return created
+from tests.fixtures.callers import Caller
+from tests.fixtures.commands import create_client, enrich, ok
 
 
 class TestAuditFromTheCommandLine:
@@ -139,15 +103,3 @@ class TestAuditOfErasures:
         assert entry.target is not None
         assert entry.target.startswith("email:")
         assert "erase.me" not in entry.target
-
-
-class TestParseSince:
-    def test_relative_and_absolute_times(self) -> None:
-        now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-        assert parse_since("30m", now) == now - timedelta(minutes=30)
-        assert parse_since("24h", now) == now - timedelta(hours=24)
-        assert parse_since("7d", now) == now - timedelta(days=7)
-        assert parse_since("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=UTC)
-        assert parse_since("2026-11-01T09:00+09:00", now) == datetime(2026, 11, 1, tzinfo=UTC)
-        with pytest.raises(typer.BadParameter):
-            parse_since("last tuesday", now)

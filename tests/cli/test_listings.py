@@ -10,7 +10,7 @@ import typer
 
 from app import cli
 from tests.conftest import Backend, RunningApp
-from tests.ops.test_audit import create_client, ok
+from tests.fixtures.commands import create_client, ok
 
 # Long enough that an 80-column table would have to cut or fold it.
 LONG_NAME = "crm-nightly-sync-for-the-european-storefronts-and-the-loyalty-programme"

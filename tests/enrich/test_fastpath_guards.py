@@ -60,8 +60,8 @@ async def enrich(http: httpx.AsyncClient, headers: dict[str, str], method: str) 
 async def served_by_the_fast_path(
     running: RunningApp, served: list[int], headers: dict[str, str]
 ) -> None:
-    """Ask until the fast path answers the token, in both methods (a token first seen here
-    goes through FastAPI; then the fast path knows it, and then by its header)."""
+    """Have the fast path serve the token, in both methods: a token first seen here goes
+    through FastAPI; the next request is the fast path's, which then knows it by its header."""
     for method in METHODS:
         for _ in range(2):
             before = served[0]

@@ -202,3 +202,10 @@ def token_for(make_client: ClientMaker, http: httpx.AsyncClient) -> TokenMaker:
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+async def headers(token_for: TokenMaker) -> dict[str, str]:
+    """Authorization for a client with every profile and event scope."""
+    token = await token_for("profiles:read profiles:write events:write")
+    return {"Authorization": f"Bearer {token}"}

@@ -7,7 +7,7 @@ uvicorn writes the status line and headers as soon as the application sends
 ``http.response.start``, then the body in a second ``write``. On a socket with TCP_NODELAY each
 write is a system call and a TCP segment of its own, and the client wakes up twice. For an
 enrich answer of 1-2 KB served from memory that second write is a large part of the whole
-cost (see the README's Hot path section for the figures).
+cost (see docs/design.md, the hot path, and docs/benchmarks.md for the figures).
 
 Here the writes a response makes within one event-loop iteration are joined and handed to the
 socket once, at the end of that iteration: under load the answers of every request handled in

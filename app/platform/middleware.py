@@ -150,7 +150,7 @@ class Access:
 
     A request only appends a tuple to a list (``record``); lines and metrics are made for a
     batch at a time (``drain``), which costs an L1 hit a third of what doing it per request
-    did (README, Hot path). A batch waits at most FLUSH_SECONDS, and a scrape of /metrics
+    did (docs/design.md, hot path). A batch waits at most FLUSH_SECONDS, and a scrape of /metrics
     and the end of the process drain it first.
     """
 

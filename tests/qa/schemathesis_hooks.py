@@ -1,7 +1,7 @@
 """Schemathesis hooks for enrich (loaded through SCHEMATHESIS_HOOKS by test_schemathesis.py).
 
 - NDJSON bodies: serialized as written (a string); any other value as an empty body.
-- ``positive_data_acceptance`` with one exception, explained in the README: an identifier
+- ``positive_data_acceptance`` with one exception, explained in docs/qa.md: an identifier
   value that is not valid for its type (``email`` "0", a ``phone`` that is no phone number)
   or that contradicts the path (PUT ``/v1/profiles/email/a@example.com`` with another email
   in the body) is a 400 ``invalid_identifier``. Whether a value is valid depends on the

@@ -1,7 +1,7 @@
 """Schemathesis against the live OpenAPI document, with OAuth, on PostgreSQL and Redis.
 
 All default checks run, time-boxed (ENRICH_TEST_SCHEMATHESIS_SECONDS, 100 s by default):
-examples, coverage, fuzzing and stateful phases. Two settings, both explained in the README:
+examples, coverage, fuzzing and stateful phases. Two settings, both explained in docs/qa.md:
 strings carry no NUL character (PostgreSQL cannot store one; the refusal is tested in
 tests/profiles), and positive_data_acceptance lets an identifier value that is invalid for its
 type be a 400 (see schemathesis_hooks.py).

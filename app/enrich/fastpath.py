@@ -24,9 +24,9 @@ from app.auth.tokens import InvalidTokenError, TokenVerifier
 from app.core.errors import AppError, InternalError, ServiceUnavailableError
 from app.enrich.cache.l1 import Entry, L1Cache
 from app.enrich.cache.store import EnrichCache
+from app.enrich.fields import Selection, parse_fields
 from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip, query_items
 from app.enrich.schemas import MAX_IDENTIFIERS
-from app.enrich.service import Selection, parse_fields
 from app.identity.identifiers import Key, lookup_keys
 from app.platform.logging import request_id_var
 from app.platform.middleware import CLIENT_ID_KEY, Access

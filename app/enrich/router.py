@@ -13,6 +13,7 @@ from app.core.openapi import errors, examples_with_nulls, method_not_allowed
 from app.core.parts import part
 from app.core.settings import Settings, SettingsDep
 from app.enrich.cache.store import EnrichCache
+from app.enrich.fields import FieldsError, Selection, parse_fields
 from app.enrich.schemas import (
     ANSWER_EXAMPLES,
     FIELDS_DESCRIPTION,
@@ -22,7 +23,6 @@ from app.enrich.schemas import (
     EnrichAnswer,
     EnrichRequest,
 )
-from app.enrich.service import FieldsError, Selection, parse_fields
 from app.identity.identifiers import lookup_keys
 
 router = APIRouter(prefix="/v1/enrich", tags=["Enrich"])

@@ -22,7 +22,7 @@ import pytest
 from app.enrich import fastpath
 from app.enrich.cache.l1 import L1Cache
 from app.enrich.fastpath import PARSED_KEY_MAX_BYTES, EnrichFastPath
-from app.enrich.service import parse_fields
+from app.enrich.fields import parse_fields
 from app.identity.identifiers import lookup_keys
 from app.platform.sizes import footprint
 from tests.conftest import Backend, RunningApp

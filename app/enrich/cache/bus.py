@@ -43,7 +43,8 @@ import redis.asyncio as redis
 import structlog
 from redis.asyncio.client import PubSub
 
-from app.enrich.cache.l1 import Digest, Key, L1Cache, dep_digest
+from app.enrich.cache.l1 import Digest, L1Cache, dep_digest
+from app.identity.identifiers import Key
 
 log = structlog.get_logger(__name__)
 

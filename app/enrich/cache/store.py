@@ -35,7 +35,8 @@ from app.core.errors import ServiceUnavailableError
 from app.core.settings import Settings
 from app.enrich.cache.bus import WRITER_WAIT_SECONDS, InvalidationBus
 from app.enrich.cache.l1 import Entry, L1Cache
-from app.enrich.service import EVERYTHING, Match, ProfileView, Selection, mark_stale, render
+from app.enrich.document import AnswerView, Match, mark_stale, render
+from app.enrich.fields import EVERYTHING, Selection
 from app.identity.identifiers import Key
 from app.platform.breaker import CircuitBreaker, is_outage
 from app.platform.kv import RedisCache
@@ -66,7 +67,7 @@ class Resolution:
     """What a key set resolves to, from L2 or the database."""
 
     key: Key | None  # the key that matched (None: no profile has any of them)
-    view: ProfileView | bytes | None  # the matched profile, or its JSON not parsed yet
+    view: AnswerView | bytes | None  # the matched profile, or its JSON not parsed yet
     deps: tuple[Key, ...]  # the keys tried up to the match: the answer depends on each
     fresh: bool = True
     body: bytes | None = None  # the answer with every field, when already rendered

@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as redis
 from redis.asyncio.connection import parse_url
 
-from app.enrich.cache.store import RemoteInvalidator, invalidation_channel
+from app.enrich.cache.remote import RemoteInvalidator, invalidation_channel
 from tests.conftest import AppFactory, Backend, RunningApp, run_sync, start_app
 from tests.fixtures.databases import (
     REDIS_URL,

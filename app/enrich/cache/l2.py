@@ -158,9 +158,18 @@ class L2:
         """
         if self.breaker.is_open or self.unsure(resolution.deps):
             return  # (unsure: a delete Redis has not taken yet would not remove it)
+        try:
+            await self.redis.set_many(self._entries(resolution))
+            self.breaker.success()
+        except Exception as exc:
+            self.failed(exc)
+
+    def _entries(self, resolution: Resolution) -> list[tuple[str, bytes, float]]:
+        """Each key's L2 name, value and time to live (soft expiry plus, for the match, the
+        stale window), the soft expiry with jitter."""
         settings = self.settings
         now = time.time()
-        items = []
+        entries = []
         for key in resolution.deps:
             fresh_for = settings.cache_negative_ttl_seconds
             hard_extra = 0.0
@@ -169,12 +178,8 @@ class L2:
                 hard_extra = settings.cache_stale_seconds
             fresh_for = self._jitter(fresh_for)
             value = l2_entry(resolution, key, now + fresh_for, self.max_chars)
-            items.append((l2_key(key), value, fresh_for + hard_extra))
-        try:
-            await self.redis.set_many(items)
-            self.breaker.success()
-        except Exception as exc:
-            self.failed(exc)
+            entries.append((l2_key(key), value, fresh_for + hard_extra))
+        return entries
 
     def _jitter(self, seconds: float) -> float:
         spread = self.settings.cache_ttl_jitter

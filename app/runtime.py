@@ -26,7 +26,8 @@ from app.core.parts import Parts
 from app.core.settings import Settings
 from app.enrich.cache.bus import InvalidationBus
 from app.enrich.cache.l1 import L1Cache
-from app.enrich.cache.store import EnrichCache, Lookup, invalidation_channel
+from app.enrich.cache.remote import invalidation_channel
+from app.enrich.cache.store import EnrichCache, Lookup
 from app.enrich.fastpath import FastParts
 from app.enrich.repository import PgLookup, first_match, reader
 from app.health.router import MetricsGate

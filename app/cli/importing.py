@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from app.core.settings import Settings
-from app.enrich.cache.store import RemoteInvalidator
+from app.enrich.cache.remote import RemoteInvalidator
 from app.identity.identifiers import Key
 from app.ingest.importer import ImportReport, Invalidate, import_file
 

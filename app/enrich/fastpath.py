@@ -5,33 +5,33 @@ comes from L1 (see the README's benchmark section). This handler serves the comm
 directly: a token this process has verified before, with the ``profiles:read`` scope, and a
 well-formed JSON body or query. Anything else (a new token, a missing scope, a malformed body,
 an invalid identifier type) falls through, unchanged, to the FastAPI route, which answers it
-and is what the OpenAPI document describes. Both paths share the cache and the answer code.
+and is what the OpenAPI document describes. Both read the request with ``app.enrich.request``
+and answer with ``app.enrich.response``; they share the cache.
+
+An L1 hit is the hot path: it awaits nothing but ``receive`` and ``send`` (its steps are plain
+calls), and allocates little more than the answer's headers and messages; bench/fastpath_micro.py
+measures it.
 """
 
 from __future__ import annotations
 
-import gzip
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.guard import Guard
-from app.auth.tokens import InvalidTokenError, TokenVerifier
-from app.core.errors import AppError, InternalError, ServiceUnavailableError
-from app.enrich.cache.l1 import Entry, L1Cache
-from app.enrich.cache.store import EnrichCache
-from app.enrich.router import GZIP_MIN_BYTES, accepts_gzip, query_items
-from app.enrich.schemas import MAX_IDENTIFIERS
-from app.enrich.service import Selection, parse_fields
-from app.identity.identifiers import Key, lookup_keys
+from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
+from app.core.errors import AppError, InternalError, error_body
+from app.enrich.cache.store import EnrichCache, Level
+from app.enrich.request import RememberedRequests, Wanted
+from app.enrich.response import Header, answer
 from app.platform.logging import request_id_var
 from app.platform.middleware import CLIENT_ID_KEY, Access
-from app.platform.ratelimit import PENDING
-from app.platform.sizes import DICT_SLOT_BYTES, footprint
+from app.platform.ratelimit import PENDING, Verdict
 
 log = structlog.get_logger(__name__)
 
@@ -54,25 +54,22 @@ class HostApp(Protocol):
 
 PATH = "/v1/enrich"
 SCOPE = "profiles:read"
-REQUEST_MEMBERS = frozenset(("identifiers", "fields"))
-# The parsed form of a request is remembered only for a body (or query string) of at most
-# this many bytes: Personalize's are 100-400. A larger one, or one padded to look new, is
-# parsed every time instead of growing the table.
-PARSED_KEY_MAX_BYTES = 1024
-# What the remembered requests may hold in all, each counted as its bytes plus its parsed form
-# (cleared when full). A typical entry is ~2 KB, so this holds ~8,000 distinct requests.
-PARSED_MAX_BYTES = 16 * 1_048_576
-_BASE_HEADERS = ((b"content-type", b"application/json"), (b"vary", b"Accept-Encoding"))
-# Accept-Encoding values already judged (bounded: cleared when full); only short ones (real
-# browsers and HTTP clients send under 100 bytes), so the table stays under 256 KB.
-ACCEPT_ENCODINGS_MAX = 1000
-ACCEPT_ENCODING_MAX_BYTES = 256
-_GZIP_ACCEPTED: dict[bytes, bool] = {}
-_GZIPPED = (b"content-encoding", b"gzip")
-# The headers every answer from a level starts with (built once).
-_HEADERS = {
-    level: (*_BASE_HEADERS, (b"x-cache", level.encode())) for level in ("hit", "miss", "stale")
-}
+METHODS = ("POST", "GET")
+# The request headers the fast path reads: authorization, content-type, accept-encoding, the
+# declared body length (0 when none, past any limit when unreadable), x-request-id, and the
+# x-forwarded-for values (None when none).
+Heads = tuple[bytes, bytes, bytes, int, bytes, list[bytes] | None]
+UNREADABLE_LENGTH = 1 << 62  # (a content-length that is not a number of at most 18 digits)
+READ_HEADERS = frozenset(
+    (
+        b"authorization",
+        b"content-type",
+        b"accept-encoding",
+        b"content-length",
+        b"x-request-id",
+        b"x-forwarded-for",
+    )
+)
 
 
 class EnrichFastPath:
@@ -91,112 +88,57 @@ class EnrichFastPath:
         self.fastapi_app = fastapi_app
         self.access = access
         self.body_limit = body_limit
-        self._parsed: dict[tuple[str, bytes], tuple[tuple[Key, ...], Selection]] = {}
-        self._parsed_bytes = 0
+        self.requests = RememberedRequests()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Called for http requests to PATH only (see app.main.EnrichAPI).
-        method = scope["method"]
-        parts = self.fastapi_app.fast_parts
-        if parts is None or method not in ("POST", "GET"):
-            await self.app(scope, receive, send)
-            return
         started = time.perf_counter() if self.access.recording else 0.0
-        authorization = content_type = accept_encoding = given_id = b""
-        length: bytes | None = None
-        forwarded: list[bytes] = []
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"accept-encoding":
-                accept_encoding = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"x-request-id":
-                given_id = value
-            elif name == b"x-forwarded-for":
-                forwarded.append(value)
-        if length is not None and (not length.isdigit() or int(length) > self.body_limit):
-            await self.app(scope, receive, send)  # the stack answers 413
+        parts = self.fastapi_app.fast_parts
+        method = scope["method"]
+        authorization, content_type, accept_encoding, declared, given_id, forwarded = _heads(scope)
+        if parts is None or method not in METHODS or declared > self.body_limit:
+            await self.app(scope, receive, send)  # (a body declared too long: the stack's 413)
             return
         body = b""
         if method == "POST":
             message = await receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
                 body = message.get("body", b"")  # the common case: the whole body at once
-                more, other = False, None
             else:
                 body, more, other = await _buffer(receive, message, self.body_limit)
-            if more or other is not None or len(body) > self.body_limit:
-                # Over the limit, or a disconnect: the stack sees the same messages.
-                await self.app(scope, _replay(receive, body, more, other), send)
-                return
-        try:
-            principal = parts.verifier.bearer(authorization)
-        except InvalidTokenError:
-            principal = None  # the route answers 401
-        if principal is None or SCOPE not in principal.scopes:
+                if more or other is not None:  # over the limit, or a disconnect
+                    await self.app(scope, _replay(receive, body, more, other), send)
+                    return
+        principal = _reader(parts.verifier, authorization) if len(body) <= self.body_limit else None
+        wanted = self._wanted(parts, method, body, content_type, scope) if principal else None
+        if principal is None or wanted is None:  # the route answers: 401, 403, 413 or a 4xx
             await self.app(scope, _replay(receive, body, False, None), send)
             return
-        # Normalizing a request is a pure function of its bytes: remember it, so a repeated
-        # request (Personalize asks for the same guests all day) skips parsing entirely.
-        raw = (method, body if method == "POST" else scope.get("query_string", b""))
-        parsed = self._parsed.get(raw)
-        if parsed is None:
-            parsed = self._parse(parts, method, body, content_type, raw[1])
-            if parsed is None:
-                # The route renders the 4xx.
-                await self.app(scope, _replay(receive, body, False, None), send)
-                return
-            if len(raw[1]) <= PARSED_KEY_MAX_BYTES:
-                self._remember(raw, parsed)
         # From here on the request is served here: it is this layer's to log and count.
-        access = self.access
-        request_id = access.request_id(given_id)
-        if forwarded:
-            access.forward(scope, forwarded)
+        request_id = self.access.request_id(given_id)
+        if forwarded is not None:
+            self.access.forward(scope, forwarded)
         id_header = (b"x-request-id", request_id.encode("latin-1"))
-        status: int = 200
-        level: str | None = None  # where the answer came from, for the access line
-        answered = False
+        status, answered = 200, False
+        level: Level | None = None
         try:
-            keys, selection = parsed
-            # The allowlist and the rate limit; a request that fell through above meets them
-            # in the route (require_scope), so none is counted twice.
-            scope[CLIENT_ID_KEY] = client_id = principal.client_id
-            client = scope.get("client")
-            verdict = parts.guard.admit(client_id, client[0] if client else None)
-            if verdict is not None:
-                if verdict is PENDING:
-                    verdict = await parts.guard.admit_later(client_id)
-                if isinstance(verdict, AppError):
-                    status = verdict.status_code
-                    await _send_error(send, verdict, id_header)
-                    return
-            cache = parts.cache
-            entry = cache.l1_hit(keys, selection)
-            served_from = "hit"
+            verdict = _admission(parts.guard, principal, scope)
+            if verdict is not None:  # refused, or for the shared limiter to decide
+                await _settle(parts.guard, verdict, principal.client_id)  # (raises a refusal)
+            keys, selection = wanted
+            entry = parts.cache.l1_hit(keys, selection)
             if entry is not None:
-                answer = entry.body
+                content, level = entry.body, "hit"
             else:
-                token = request_id_var.set(request_id)  # for what the cache may log
-                try:
-                    answer, served_from = await cache.answer(keys, selection)
-                except ServiceUnavailableError as exc:
-                    status = exc.status_code
-                    await _send_error(send, exc, id_header)
-                    return
-                finally:
-                    request_id_var.reset(token)
-            level = served_from
-            start, message = _response(
-                answer, served_from, accept_encoding, id_header, entry, cache.l1
-            )
+                content, level = await _looked_up(parts.cache, wanted, request_id)
+            content, headers = answer(content, level, accept_encoding, entry, parts.cache.l1)
+            headers.append(id_header)
             answered = True
-            await send(start)
-            await send(message)
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+        except AppError as exc:  # refused by the guard (403, 429), or unavailable (503)
+            status = exc.status_code
+            await _send_error(send, exc, id_header)
         except Exception:
             log.exception("enrich.fast_path_failed")
             status, level = 500, None
@@ -204,30 +146,77 @@ class EnrichFastPath:
                 raise  # too late for an error answer: the server closes the connection
             await _send_error(send, InternalError(), id_header)
         finally:
-            if access.recording:
-                access.record(scope, request_id, PATH, status, started, level)
+            if self.access.recording:
+                self.access.record(scope, request_id, PATH, status, started, level)
 
-    def _remember(self, raw: tuple[str, bytes], parsed: tuple[tuple[Key, ...], Selection]) -> None:
-        size = footprint(raw) + footprint(parsed) + DICT_SLOT_BYTES
-        if self._parsed_bytes + size > PARSED_MAX_BYTES:
-            self._parsed.clear()
-            self._parsed_bytes = 0
-        self._parsed[raw] = parsed
-        self._parsed_bytes += size
+    def _wanted(
+        self, parts: FastParts, method: str, body: bytes, content_type: bytes, scope: Scope
+    ) -> Wanted | None:
+        """What the request wants (remembered by its bytes), or None for the route to answer."""
+        payload = body if method == "POST" else scope.get("query_string", b"")
+        return self.requests.get(method, payload, content_type, parts.phone_region)
 
-    @staticmethod
-    def _parse(
-        parts: FastParts, method: str, body: bytes, content_type: bytes, query: bytes
-    ) -> tuple[tuple[Key, ...], Selection] | None:
-        request = _from_json(body, content_type) if method == "POST" else _from_query(query)
-        if request is None:
-            return None
-        try:
-            keys = lookup_keys(request[0], parts.phone_region)
-            selection = parse_fields(request[1])
-        except AppError:
-            return None
-        return tuple(keys), selection
+
+def _heads(scope: Scope) -> Heads:
+    """The request headers the fast path reads (see ``Heads``), in one pass."""
+    authorization = content_type = accept_encoding = given_id = b""
+    declared = 0
+    forwarded: list[bytes] | None = None
+    for name, value in scope["headers"]:
+        if name not in READ_HEADERS:
+            continue  # (most of a request's headers: one set lookup instead of six compares)
+        if name == b"authorization":
+            authorization = value
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"accept-encoding":
+            accept_encoding = value
+        elif name == b"content-length":
+            declared = int(value) if value.isdigit() and len(value) < 19 else UNREADABLE_LENGTH
+        elif name == b"x-request-id":
+            given_id = value
+        elif name == b"x-forwarded-for":
+            if forwarded is None:
+                forwarded = [value]
+            else:
+                forwarded.append(value)
+    return authorization, content_type, accept_encoding, declared, given_id, forwarded
+
+
+def _reader(verifier: TokenVerifier, authorization: bytes) -> Principal | None:
+    """Who calls, if this process verified the token before and it may read profiles."""
+    try:
+        principal = verifier.bearer(authorization)
+    except InvalidTokenError:
+        return None  # the route answers 401
+    if principal is None or SCOPE not in principal.scopes:
+        return None
+    return principal
+
+
+def _admission(guard: Guard, principal: Principal, scope: Scope) -> AppError | Verdict:
+    """The allowlist and the rate limit: None to serve, a refusal, or PENDING. A request that
+    falls through meets them in the route instead (``require_scope``): none counts twice."""
+    scope[CLIENT_ID_KEY] = client_id = principal.client_id
+    client = scope.get("client")
+    return guard.admit(client_id, client[0] if client else None)
+
+
+async def _settle(guard: Guard, verdict: AppError | Verdict, client_id: str) -> None:
+    """Raise the refusal, once the shared limiter has decided if it had to."""
+    if verdict is PENDING:
+        verdict = await guard.admit_later(client_id)
+    if isinstance(verdict, AppError):
+        raise verdict
+
+
+async def _looked_up(cache: EnrichCache, wanted: Wanted, request_id: str) -> tuple[bytes, Level]:
+    """The answer past L1 (L2 or the database), with the request id for what the cache logs."""
+    token = request_id_var.set(request_id)
+    try:
+        return await cache.answer(*wanted)
+    finally:
+        request_id_var.reset(token)
 
 
 async def _buffer(
@@ -269,86 +258,9 @@ def _replay(receive: Receive, body: bytes, more: bool, other: Message | None) ->
     return replay
 
 
-def _from_json(body: bytes, content_type: bytes) -> tuple[dict[str, Any], Any] | None:
-    if not content_type.split(b";")[0].strip().lower() == b"application/json":
-        return None
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(document, dict) or not document.keys() <= REQUEST_MEMBERS:
-        return None
-    identifiers = document.get("identifiers")
-    fields = document.get("fields")
-    if not isinstance(identifiers, dict) or len(identifiers) > MAX_IDENTIFIERS:
-        return None
-    if not (
-        fields is None
-        or isinstance(fields, str)
-        or (isinstance(fields, list) and all(isinstance(f, str) for f in fields))
-    ):
-        return None
-    return identifiers, fields
-
-
-def _from_query(query_string: bytes) -> tuple[dict[str, Any], Any] | None:
-    identifiers: dict[str, str] = {}
-    fields: list[str] = []
-    try:
-        pairs = query_items(query_string)
-    except ValueError:
-        return None
-    for name, value in pairs:
-        if name.strip().lower() == "fields":
-            fields.append(value)
-        else:
-            identifiers.setdefault(name, value)
-    if len(identifiers) > MAX_IDENTIFIERS:
-        return None
-    # Repeated `fields` parameters are joined, as the route does (one string, one limit).
-    return identifiers, ",".join(fields) if fields else None
-
-
-def _wants_gzip(accept_encoding: bytes) -> bool:
-    """``accepts_gzip``, remembered per header value (callers send the same one every time)."""
-    wanted = _GZIP_ACCEPTED.get(accept_encoding)
-    if wanted is None:
-        wanted = accepts_gzip(accept_encoding.decode("latin-1"))
-        if len(accept_encoding) <= ACCEPT_ENCODING_MAX_BYTES:
-            if len(_GZIP_ACCEPTED) >= ACCEPT_ENCODINGS_MAX:
-                _GZIP_ACCEPTED.clear()
-            _GZIP_ACCEPTED[accept_encoding] = wanted
-    return wanted
-
-
-def _response(
-    body: bytes,
-    level: str,
-    accept_encoding: bytes,
-    id_header: tuple[bytes, bytes],
-    entry: Entry | None = None,
-    l1: L1Cache | None = None,
-) -> tuple[Message, Message]:
-    """The two ASGI messages of an answer (``entry``: the entry of ``l1`` it came from, which
-    keeps its compressed form)."""
-    if len(body) > GZIP_MIN_BYTES and accept_encoding and _wants_gzip(accept_encoding):
-        zipped = entry.gzipped if entry is not None else None
-        if zipped is None:
-            zipped = gzip.compress(body, compresslevel=5)
-            if entry is not None and l1 is not None:
-                l1.add_gzipped(entry, zipped)
-        body = zipped
-        headers = [*_HEADERS[level], id_header, _GZIPPED, (b"content-length", b"%d" % len(body))]
-    else:
-        headers = [*_HEADERS[level], id_header, (b"content-length", b"%d" % len(body))]
-    return (
-        {"type": "http.response.start", "status": 200, "headers": headers},
-        {"type": "http.response.body", "body": body},
-    )
-
-
-async def _send_error(send: Send, exc: AppError, id_header: tuple[bytes, bytes]) -> None:
-    body = orjson.dumps({"error": exc.code, "detail": exc.message})
+async def _send_error(send: Send, exc: AppError, id_header: Header) -> None:
+    """An error answer, as the app's error handler renders it (app.core.errors)."""
+    body = orjson.dumps(error_body(exc.code, exc.message))
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.models import Identifier, Profile
 from app.core.settings import Settings
-from app.enrich.service import Match, profile_view
+from app.enrich.document import Match, answer_view
 from app.identity.identifiers import Key
 from app.profiles.schemas import iso
 
@@ -70,8 +70,8 @@ async def first_match(engine: AsyncEngine, keys: Sequence[Key]) -> Match | None:
     for key in keys:
         row = found.get(key)
         if row is not None:
-            # A Row has the Profile's attribute names, which is all profile_view reads.
-            return key, profile_view(row)
+            # A Row has the Profile's attribute names, which is all answer_view reads.
+            return key, answer_view(row)
     return None
 
 

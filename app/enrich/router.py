@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import gzip
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from app.auth.bearer import ProfilesRead
 from app.core.openapi import errors, examples_with_nulls, method_not_allowed
 from app.core.parts import part
-from app.core.settings import Settings, SettingsDep
+from app.core.settings import SettingsDep
 from app.enrich.cache.store import EnrichCache
+from app.enrich.fields import Selection
+from app.enrich.request import from_query, keys_and_selection
+from app.enrich.response import answer_response
 from app.enrich.schemas import (
     ANSWER_EXAMPLES,
     FIELDS_DESCRIPTION,
     FIELDS_STRING_SCHEMA,
-    MAX_IDENTIFIERS,
     REQUEST_EXAMPLES,
     EnrichAnswer,
     EnrichRequest,
 )
-from app.enrich.service import FieldsError, Selection, parse_fields
-from app.identity.identifiers import lookup_keys
+from app.identity.identifiers import Key
 
 router = APIRouter(prefix="/v1/enrich", tags=["Enrich"])
-
-# Below this the gzip header and CPU cost more than the bytes saved.
-GZIP_MIN_BYTES = 1000
 
 FAST_PATH_NOTE = (
     "\n\nA request with a token this worker has already verified is answered by a fast path "
@@ -102,52 +98,15 @@ for _parameter in _QUERY["parameters"]:
         del _parameter["example"]
 
 
-def accepts_gzip(header: str) -> bool:
-    """Whether Accept-Encoding allows gzip (``q=0`` refuses it)."""
-    for item in header.lower().split(","):
-        coding, _, params = item.partition(";")
-        if coding.strip() not in ("gzip", "*"):
-            continue
-        quality = params.strip()
-        if quality.startswith("q="):
-            try:
-                return float(quality[2:]) > 0
-            except ValueError:
-                return False
-        return True
-    return False
-
-
-def query_items(query_string: bytes) -> list[tuple[str, str]]:
-    """The query's name-value pairs. Bytes that are not UTF-8 are kept as lone surrogates
-    (rather than replaced by U+FFFD, which would look a made-up identifier up), so that
-    ``lookup_keys`` refuses them as a 400."""
-    return parse_qsl(
-        query_string.decode("latin-1"), keep_blank_values=True, errors="surrogateescape"
-    )
-
-
-def answer(request: Request, body: bytes, cache: str) -> Response:
-    headers = {"X-Cache": cache, "Vary": "Accept-Encoding"}
-    if len(body) > GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding", "")):
-        body = gzip.compress(body, compresslevel=5)
-        headers["Content-Encoding"] = "gzip"
-    return Response(body, media_type="application/json", headers=headers)
-
-
 CacheDep = Annotated[EnrichCache, Depends(part(EnrichCache))]
 
 
 async def respond(
-    request: Request,
-    settings: Settings,
-    cache: EnrichCache,
-    identifiers: dict[str, Any],
-    fields: Selection,
+    request: Request, cache: EnrichCache, keys: tuple[Key, ...], selection: Selection
 ) -> Response:
-    keys = lookup_keys(identifiers, settings.default_phone_region)
-    body, level = await cache.answer(keys, fields)
-    return answer(request, body, level)
+    body, level = await cache.answer(keys, selection)
+    accept_encoding = request.headers.get("accept-encoding", "").encode("latin-1")
+    return answer_response(body, level, accept_encoding)
 
 
 @router.post(
@@ -175,7 +134,10 @@ async def enrich_post(
     cache: CacheDep,
 ) -> Response:
     """Look a guest up by the first identifier that matches."""
-    return await respond(request, settings, cache, body.identifiers, parse_fields(body.fields))
+    keys, selection = keys_and_selection(
+        body.identifiers, body.fields, settings.default_phone_region
+    )
+    return await respond(request, cache, keys, selection)
 
 
 @router.get(
@@ -195,20 +157,9 @@ async def enrich_get(
     _: ProfilesRead, request: Request, settings: SettingsDep, cache: CacheDep
 ) -> Response:
     """Look a guest up by query parameters."""
-    identifiers: dict[str, str] = {}
-    fields: list[str] = []
-    for name, value in query_items(request.scope.get("query_string", b"")):
-        if name.strip().lower() == "fields":
-            fields.append(value)
-        else:
-            identifiers.setdefault(name, value)
-    if len(identifiers) > MAX_IDENTIFIERS:
-        raise FieldsError(f"at most {MAX_IDENTIFIERS} identifiers", code="validation_error")
-    return await respond(request, settings, cache, identifiers, parse_fields(_joined(fields)))
-
-
-def _joined(fields: list[str]) -> str | None:
-    return ",".join(fields) if fields else None
+    identifiers, fields = from_query(request.scope.get("query_string", b""))
+    keys, selection = keys_and_selection(identifiers, fields, settings.default_phone_region)
+    return await respond(request, cache, keys, selection)
 
 
 method_not_allowed(router, "", ("GET", "POST"))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, cast
 
 import redis.asyncio as redis
 import structlog
@@ -136,12 +136,29 @@ class RedisCache:
         )
         return cls(client, settings.redis_prefix)
 
+    def full_key(self, key: str) -> str:
+        """The name Redis keeps ``key`` under, for a client of the same Redis that does not
+        go through this one (the enrich reads' own pipe)."""
+        return self.prefix + key
+
     async def get(self, key: str) -> bytes | None:
         value = await self.client.get(self.prefix + key)
         return value if isinstance(value, bytes) else None  # no decode_responses: always bytes
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys`` (None where absent), in one round trip."""
+        values = await self.client.mget([self.prefix + k for k in keys])
+        return cast(list[bytes | None], values)  # no decode_responses: always bytes
+
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self.client.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
+
+    async def set_many(self, items: Iterable[tuple[str, bytes, float]]) -> None:
+        """Set each (key, value, ttl in seconds), in one round trip (not as a transaction)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, value, ttl in items:
+                pipe.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
+            await pipe.execute()
 
     async def delete(self, *keys: str) -> None:
         if keys:

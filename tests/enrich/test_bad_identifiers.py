@@ -50,9 +50,10 @@ class TestIdentifiersThatAreNotText:
         for request in BAD_REQUESTS * 3:
             answer = await send(http, headers, request)
             assert answer.status_code == 400, answer.text
-        breaker = running.runtime.enrich_cache.breaker
-        assert breaker.failures == 0
-        assert not breaker.is_open
+        l2 = running.runtime.enrich_cache.l2
+        if l2 is not None:  # (the embedded default has no Redis to count against)
+            assert l2.breaker.failures == 0
+            assert not l2.breaker.is_open
         running.runtime.enrich_cache.l1.clear()
         answer = await http.post("/v1/enrich", json=good, headers=headers)
         assert answer.status_code == 200

@@ -19,10 +19,11 @@ import httpx
 import orjson
 import pytest
 
-from app.enrich import fastpath
+from app.enrich import request
 from app.enrich.cache.l1 import L1Cache
-from app.enrich.fastpath import PARSED_KEY_MAX_BYTES, EnrichFastPath
-from app.enrich.service import parse_fields
+from app.enrich.fastpath import EnrichFastPath
+from app.enrich.fields import parse_fields
+from app.enrich.request import PARSED_KEY_MAX_BYTES, RememberedRequests
 from app.identity.identifiers import lookup_keys
 from app.platform.sizes import footprint
 from tests.conftest import Backend, RunningApp
@@ -170,7 +171,6 @@ class TestRememberedParsing:
     async def test_large_requests_are_parsed_but_not_remembered(
         self, running: RunningApp, headers: dict[str, str]
     ) -> None:
-        fast = fast_path(running)
         post = post_json(headers)
         await running.http.post("/v1/enrich", content=REQUEST, headers=post)  # a new token
         for index in range(50):
@@ -178,21 +178,21 @@ class TestRememberedParsing:
             answer = await running.http.post("/v1/enrich", content=body, headers=post)
             assert answer.status_code == 200
             assert answer.headers["x-cache"] in ("hit", "miss")
-        assert all(len(raw) <= PARSED_KEY_MAX_BYTES for _, raw in fast._parsed)
+        remembered = remembered_requests(running)
+        assert all(len(raw) <= PARSED_KEY_MAX_BYTES for raw in remembered.bodies)
 
     async def test_small_distinct_requests_stay_within_the_byte_budget(
         self, running: RunningApp, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         budget = 64 * 1024
-        monkeypatch.setattr(fastpath, "PARSED_MAX_BYTES", budget)
-        fast = fast_path(running)
+        monkeypatch.setattr(request, "PARSED_MAX_BYTES", budget)
         post = post_json(headers)
         await running.http.post("/v1/enrich", content=REQUEST, headers=post)
         for index in range(300):
             body = b'{"identifiers": {"crm_id": "C-%d"}, "fields": "traits.a,traits.b"}' % index
             assert (await running.http.post("/v1/enrich", content=body, headers=post)).is_success
-            assert fast._parsed_bytes <= budget
-        remembered = dict(fast._parsed)
+            assert remembered_requests(running).bytes <= budget
+        remembered = dict(remembered_requests(running).bodies)
         assert 0 < len(remembered) < 300
         assert footprint(remembered) <= budget
 
@@ -219,7 +219,9 @@ class TestRememberedParsing:
             assert footprint(parsed[0]) * 100 >= held * 0.9, (len(body), held)
 
 
-def fast_path(running: RunningApp) -> EnrichFastPath:
+def remembered_requests(running: RunningApp) -> RememberedRequests:
+    """The requests the fast path remembers (made when it serves its first request)."""
     found = running.app.fast_path  # type: ignore[attr-defined]
     assert isinstance(found, EnrichFastPath)
-    return found
+    assert found.requests is not None
+    return found.requests

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.enrich.cache.store import l2_key
+from app.enrich.cache.l2 import l2_key
 from app.ingest import importer
 from app.profiles import limits
 from tests.conftest import Backend

@@ -15,8 +15,8 @@ from app.core.patterns import (
     present_text_pattern,
 )
 from app.core.settings import Settings
+from app.enrich.fields import FieldsError, parse_fields
 from app.enrich.schemas import FIELDS_PATTERN
-from app.enrich.service import FieldsError, parse_fields
 from app.events.schemas import AMOUNT_PATTERN, amount_of
 from app.identity.identifiers import is_absent
 from app.main import create_app

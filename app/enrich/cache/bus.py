@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 import redis.asyncio as redis
 import structlog
 from redis.asyncio.client import PubSub
 
-from app.enrich.cache.l1 import Digest, Key, L1Cache, dep_digest
+from app.enrich.cache.l1 import L1Cache, dep_digest
+from app.enrich.cache.messages import new_message, parse_message
+from app.identity.identifiers import Key
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,6 @@ RENEW_SECONDS = 1.0
 # waiting for it only after it stopped answering from L1.
 REGISTRATION_MARGIN = 3.0
 ACK_KEY_SECONDS = 60
-MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 # Register (or renew) ARGV[1] until Redis's now + ARGV[2] seconds; forget lapsed members and
 # the process's former ones (ARGV[3...]: an unregistration lost with its connection).
@@ -95,6 +94,9 @@ return missing
 
 
 class InvalidationBus:
+    """This process's end of the channel: it publishes the keys of its writes, and drops its
+    L1 entries for the writes of every process; ``listening`` says whether L1 may answer."""
+
     def __init__(
         self,
         l1: L1Cache,
@@ -123,6 +125,7 @@ class InvalidationBus:
         self._renewal: asyncio.Task[None] | None = None
         self._former: deque[bytes] = deque(maxlen=4)  # this process's earlier member ids
         self._chores: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._members_key = f"{channel}:members"
         if client is not None:
             self._register_script = client.register_script(REGISTER)
@@ -155,8 +158,7 @@ class InvalidationBus:
         self.l1.drop_digests(digests)
         if self.client is None or not digests:
             return
-        message_id = uuid.uuid4().hex
-        message = orjson.dumps({"id": message_id, "deps": [d.hex() for d in digests]})
+        message_id, message = new_message(digests)
         try:
             async with asyncio.timeout(self.ack_timeout + 0.5):
                 try:
@@ -231,6 +233,8 @@ class InvalidationBus:
         after a renewal under way (else that could register it again)."""
         member, self._member, self._trusted_until = self._member, None, 0.0
         renewal, self._renewal = self._renewal, None
+        if renewal is not None:
+            self._track(renewal)  # (so that stop() does not leave it behind)
         if member is None or self.client is None:
             return
         self._former.append(member)
@@ -243,9 +247,11 @@ class InvalidationBus:
                 async with asyncio.timeout(1.0):
                     await client.zrem(self._members_key, member)
 
-        task = asyncio.create_task(unregister())
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
+        self._track(asyncio.create_task(unregister()))
+
+    def _track(self, chore: asyncio.Task[None]) -> None:
+        self._chores.add(chore)
+        chore.add_done_callback(self._chores.discard)
 
     async def _subscribe(self) -> tuple[PubSub, deque[float]]:
         """Subscribe, register, and wait for the answer to a ping sent after both: then L1
@@ -292,7 +298,7 @@ class InvalidationBus:
     async def _listen(self, pubsub: PubSub, pings: deque[float]) -> None:
         next_ping = last_turn = next_renewal = time.monotonic()
         try:
-            while True:
+            while not self._stopping:
                 if time.monotonic() >= next_ping:
                     pings.append(time.monotonic())
                     # Only sends (the answer comes as a message); a frozen Redis's kernel
@@ -333,7 +339,7 @@ class InvalidationBus:
 
     async def _run(self, subscription: tuple[PubSub, deque[float]] | None) -> None:
         delay = 0.1
-        while True:
+        while not self._stopping:
             try:
                 if subscription is None:
                     subscription = await self._subscribe()
@@ -342,6 +348,8 @@ class InvalidationBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._stopping:
+                    return  # (redis-py can turn the cancellation into a connection error)
                 log.warning("cache.subscription_lost", error=type(exc).__name__)
             subscription = None
             await asyncio.sleep(delay)
@@ -362,24 +370,18 @@ class InvalidationBus:
         )
 
     async def stop(self) -> None:
+        self._stopping = True  # the listener does not subscribe again, whatever it meets
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
         self._leave()  # (when the listener did not get to it)
-        if self._chores:
-            await asyncio.wait(set(self._chores), timeout=1.0)
-
-
-def parse_message(data: bytes) -> tuple[str, list[Digest]] | None:
-    """A message's id and digests; None for anything this code did not publish."""
-    try:
-        payload = orjson.loads(data)
-        message_id, deps = payload["id"], payload["deps"]
-        if not isinstance(message_id, str) or not MESSAGE_ID.fullmatch(message_id):
-            return None
-        if not isinstance(deps, list):
-            return None
-        return message_id, [bytes.fromhex(dep) for dep in deps]
-    except (ValueError, TypeError, KeyError):
-        return None
+        chores = set(self._chores)
+        if chores:
+            # A second at most for the unregistration (writers then stop waiting for this
+            # process at once, rather than when its registration lapses); what is not done by
+            # then is cancelled, so that nothing is left pending when the event loop closes.
+            await asyncio.wait(chores, timeout=1.0)
+            for chore in chores:
+                chore.cancel()
+            await asyncio.gather(*chores, return_exceptions=True)

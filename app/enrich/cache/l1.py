@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from app.identity.identifiers import Key
 from app.platform.sizes import DICT_SLOT_BYTES, footprint
 
-Key = tuple[str, str]
 Digest = bytes
 # The Entry object and its slots, beside the body, key and dependencies counted for each.
 ENTRY_BYTES = 120
@@ -38,8 +38,9 @@ def dep_digest(key: Key) -> Digest:
 
 @dataclass(slots=True)
 class Entry:
+    """One finished answer, with how long it is fresh and how long it is kept at all."""
+
     body: bytes
-    status: str  # "hit" source level: "l1" entries were filled from "l2" or "db"
     fresh_until: float  # monotonic; past it the entry is stale (served only when the DB fails)
     expires: float  # monotonic; past it the entry is gone
     deps: tuple[Digest, ...]
@@ -51,6 +52,9 @@ class Entry:
 
 
 class L1Cache:
+    """Answers by key (identifier keys and fields), fresh for ``ttl`` seconds and kept as stale
+    copies for ``stale_ttl`` more; at most ``max_entries`` entries and ``max_bytes`` bytes."""
+
     def __init__(
         self, max_entries: int, ttl: float, stale_ttl: float, *, max_bytes: int = 256 * 1_048_576
     ) -> None:
@@ -104,7 +108,7 @@ class L1Cache:
         if len(self._entries) >= self.max_entries or self.bytes + size > self.max_bytes:
             self._evict(size)
         now = time.monotonic()
-        entry = Entry(body, "l1", now + self.ttl, now + self.ttl + self.stale_ttl, dep_tuple)
+        entry = Entry(body, now + self.ttl, now + self.ttl + self.stale_ttl, dep_tuple)
         entry.size = size
         self._entries[key] = entry
         self.bytes += size

@@ -225,10 +225,12 @@ class TestRedisFailing:
         await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
         cache = running.runtime.enrich_cache
         hung = _HungPipeline()
-        cache.l2.client.pipeline = hung  # type: ignore[union-attr, method-assign]
-        cache.breaker.reset_seconds = 0.05
-        for _ in range(cache.breaker.threshold):
-            cache.breaker.failure()  # open now; due for a retry while the lookup runs
+        assert cache.l2 is not None
+        cache.l2.redis.client.pipeline = hung  # type: ignore[method-assign]
+        breaker = cache.l2.breaker
+        breaker.reset_seconds = 0.05
+        for _ in range(breaker.threshold):
+            breaker.failure()  # open now; due for a retry while the lookup runs
         count_lookups(running, delay=0.1)
         started = time.perf_counter()
         response = await running.http.post("/v1/enrich", json=ASK_JANE, headers=headers)
@@ -247,10 +249,11 @@ class TestRedisFailing:
         fresh = await enrich(running.http, headers)
         bus = running.runtime.enrich_cache.bus
         bus._deaf()  # what the listener does when Redis stops answering its pings
-        cache = running.runtime.enrich_cache
-        cache.breaker.reset_seconds = 60.0
-        for _ in range(cache.breaker.threshold):
-            cache.breaker.failure()
+        assert running.runtime.enrich_cache.l2 is not None
+        breaker = running.runtime.enrich_cache.l2.breaker
+        breaker.reset_seconds = 60.0
+        for _ in range(breaker.threshold):
+            breaker.failure()
         count_lookups(running, fail=True)
         stale = await enrich(running.http, headers)
         assert stale.headers["x-cache"] == "stale"
@@ -273,17 +276,19 @@ class TestRedisFailing:
         headers = await _token_headers(running)
         cache = running.runtime.enrich_cache
         cache.l1.max_entries = 0  # every request reads L2
+        l2 = cache.l2
+        assert l2 is not None
 
         async def failing(names: list[str]) -> list[bytes | None]:
             raise error
 
-        if cache.pipe is not None:
-            cache.pipe.mget = failing  # type: ignore[method-assign]
+        if l2.pipe is not None:
+            l2.pipe.mget = failing  # type: ignore[method-assign]
         else:  # pragma: no cover - a Redis URL the pipe does not speak
-            cache.l2.client.mget = failing  # type: ignore[union-attr, method-assign]
-        for _ in range(cache.breaker.threshold + 1):
+            l2.redis.client.mget = failing  # type: ignore[method-assign]
+        for _ in range(l2.breaker.threshold + 1):
             assert (await enrich(running.http, headers)).json()["found"] is False
-        assert cache.breaker.is_open is opens
+        assert l2.breaker.is_open is opens
 
 
 async def _client(running: RunningApp) -> tuple[str, str]:

@@ -1,9 +1,10 @@
+"""The answer document: serialized within its size cap, cut deterministically."""
+
 from __future__ import annotations
 
 import orjson
-import pytest
 
-from app.enrich.service import FieldsError, fit, parse_fields
+from app.enrich.document import fit
 
 
 def answer(**overrides: object) -> dict[str, object]:
@@ -53,22 +54,3 @@ class TestFit:
         raw = fit(document, 1000)
         assert len(raw.decode()) <= 1000
         assert len(raw) > 1000  # two bytes a character: bytes alone would cut too much
-
-
-class TestParseFields:
-    def test_no_fields_select_everything(self) -> None:
-        assert parse_fields(None).paths is None
-        assert parse_fields([]).paths is None
-        assert parse_fields(" , ${fields}").paths is None
-
-    def test_comma_separated_and_lists_mix(self) -> None:
-        selection = parse_fields(["traits.tier,metrics.order_count", "segments"])
-        assert selection.paths is not None
-        assert selection.paths["traits"] == [("tier",)]
-        assert selection.paths["metrics"] == [("order_count",)]
-        assert selection.whole == {"segments"}
-
-    @pytest.mark.parametrize("bad", ["profile.tier", "segments.first", "traits..x", "x"])
-    def test_unknown_paths_are_refused(self, bad: str) -> None:
-        with pytest.raises(FieldsError):
-            parse_fields(bad)

@@ -1,4 +1,6 @@
-"""The invalidation channel on a shared Redis: scoped to its deployment, opaque to strangers.
+"""The invalidation bus on a shared Redis: scoped to its deployment, opaque to strangers.
+
+(Its messages and states on their own, without Redis: tests/enrich/cache/test_bus.py.)
 
 Redis pub/sub ignores database numbers, so every client of the server can subscribe to a
 deployment's channel, and another deployment with the same prefix would share it. These tests
@@ -20,7 +22,7 @@ import pytest
 import redis.asyncio as redis
 from redis.asyncio.connection import parse_url
 
-from app.enrich.cache.store import RemoteInvalidator, invalidation_channel
+from app.enrich.cache.remote import RemoteInvalidator, invalidation_channel
 from tests.conftest import AppFactory, Backend, RunningApp, run_sync, start_app
 from tests.fixtures.databases import (
     REDIS_URL,

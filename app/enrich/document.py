@@ -1,99 +1,39 @@
-"""The enrich answer: resolve the first matching identifier, trim to the fields, cap the size.
+"""The enrich answer document: the matched profile trimmed to the fields, capped in size.
 
-The answer is built once as serialized bytes (what a cache stores and serves as they are).
-The lookup (``first_match``, app/enrich/repository.py) is the one step that touches the database;
-a cache wraps it.
+The answer is built once as serialized bytes (what a cache stores and serves as they are),
+with the same top-level keys whether a profile matched or not.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from app.core.errors import AppError
 from app.core.models import Profile
-from app.core.patterns import compiled
-from app.enrich.schemas import (
-    FIELDS_PATTERN,
-    MAX_FIELDS_ITEM,
-    MAX_FIELDS_ITEMS,
-    MAX_FIELDS_TEXT,
-    UNKNOWN_ANSWER,
-)
-from app.identity.identifiers import Key, is_absent
+from app.enrich.fields import Selection
+from app.enrich.schemas import UNKNOWN_ANSWER
+from app.identity.identifiers import Key
 from app.profiles.documents import metrics_view
 from app.profiles.schemas import fit_ints, iso
 
-ROOTS = ("traits", "metrics", "segments", "recommendations")
-# Always in the answer; naming them in `fields` is allowed and changes nothing.
-FIXED = ("found", "matched", "profile_id", "updated_at", "stale")
-# The documented grammar (OpenAPI) of a `fields` string: whatever it allows, the parser takes.
-FIELDS_RULE = compiled(FIELDS_PATTERN)
+# A profile as the answer needs it: plain JSON-ready values, the unit the L2 cache stores.
+AnswerView = dict[str, Any]
+# The key that matched, and the view of its profile.
+Match = tuple[Key, AnswerView]
 
 
-class FieldsError(AppError):
-    status_code = 422
-    code = "invalid_fields"
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What goes inside traits, metrics, segments and recommendations (``None``: everything)."""
-
-    paths: dict[str, list[tuple[str, ...]]] | None = None
-    whole: frozenset[str] = field(default_factory=frozenset)
-    # A hashable name of the selection, for cache keys (``None``: everything).
-    key: tuple[str, ...] | None = None
-
-    def wants(self, root: str) -> bool:
-        return self.paths is None or root in self.whole or bool(self.paths.get(root))
-
-
-EVERYTHING = Selection()
-
-
-def parse_fields(raw: Sequence[str] | str | None) -> Selection:
-    """Read ``fields`` (a list or a comma-separated string); placeholders count as absent."""
-    if raw is None:
-        return EVERYTHING
-    if isinstance(raw, str):
-        if len(raw) > MAX_FIELDS_TEXT:
-            raise FieldsError(f"fields is longer than {MAX_FIELDS_TEXT} characters")
-        texts: Sequence[str] = (raw,)
-    else:
-        if len(raw) > MAX_FIELDS_ITEMS:
-            raise FieldsError(f"at most {MAX_FIELDS_ITEMS} fields items")
-        if any(len(text) > MAX_FIELDS_ITEM for text in raw):
-            raise FieldsError(f"a fields item is longer than {MAX_FIELDS_ITEM} characters")
-        texts = raw
-    items = [item.strip() for text in texts for item in text.split(",") if not is_absent(item)]
-    if not items:
-        return EVERYTHING
-    paths: dict[str, list[tuple[str, ...]]] = {root: [] for root in ROOTS}
-    whole: set[str] = set()
-    for item in items:
-        parts = tuple(part.strip() for part in item.split("."))
-        root = parts[0].lower()
-        if root in FIXED and len(parts) == 1:
-            continue
-        if root not in ROOTS or not all(parts):
-            raise FieldsError(
-                f"unknown field {item[:60]!r}: use traits, traits.<name>, metrics, "
-                "metrics.<name>, segments or recommendations"
-            )
-        if len(parts) == 1:
-            whole.add(root)
-        elif root in ("segments", "recommendations"):
-            raise FieldsError(f"{root} is a list: select it whole, without a .<name>")
-        else:
-            paths[root].append(parts[1:])
-    if not all(FIELDS_RULE.match(text) for text in texts):
-        raise FieldsError("fields does not follow the documented grammar")  # a safety net
-    return Selection(paths, frozenset(whole), tuple(sorted(set(items))))
+def answer_view(profile: Profile) -> AnswerView:
+    """What an answer is made from, of a profile (or of a row with the same attributes)."""
+    return {
+        "profile_id": str(profile.id),
+        "traits": fit_ints(profile.traits or {}),
+        "segments": profile.segments or [],
+        "metrics": fit_ints(metrics_view(profile)),
+        "recommendations": fit_ints(profile.recommendations or []),
+        "updated_at": iso(profile.updated_at),
+    }
 
 
 def _pick(source: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
@@ -128,22 +68,6 @@ def _select(root: str, value: Any, selection: Selection) -> Any:
     if root in ("segments", "recommendations"):
         return []
     return _pick(value, selection.paths[root])
-
-
-# A profile as the answer needs it: plain JSON-ready values, the unit the L2 cache stores.
-ProfileView = dict[str, Any]
-Match = tuple[Key, ProfileView]
-
-
-def profile_view(profile: Profile) -> ProfileView:
-    return {
-        "profile_id": str(profile.id),
-        "traits": fit_ints(profile.traits or {}),
-        "segments": profile.segments or [],
-        "metrics": fit_ints(metrics_view(profile)),
-        "recommendations": fit_ints(profile.recommendations or []),
-        "updated_at": iso(profile.updated_at),
-    }
 
 
 def answer_document(match: Match | None, selection: Selection) -> dict[str, Any]:
@@ -223,4 +147,5 @@ def fit(answer: dict[str, Any], max_chars: int) -> bytes:
 
 
 def render(match: Match | None, selection: Selection, max_chars: int) -> bytes:
+    """The answer's bytes: the document for ``selection``, fitted to ``max_chars``."""
     return fit(answer_document(match, selection), max_chars)

@@ -101,12 +101,16 @@ class TestBadInput:
         for path in ("crm_id/C-1", "email/a@example.com"):
             assert (await http.get(f"/v1/profiles/{path}", headers=headers)).status_code == 404
 
-    async def test_non_json_media_type_on_put_is_4xx(
+    async def test_non_json_media_type_on_put_is_422_and_stores_nothing(
         self, http: httpx.AsyncClient, headers: dict[str, str]
     ) -> None:
+        """PUT reads a body that is not JSON as a body that is not an object: 422 (PATCH,
+        which has two media types to choose from, answers 415: tests/profiles/test_router.py)."""
         response = await http.put(
             "/v1/profiles/crm_id/C-1",
             content=b"traits=1",
             headers={**headers, "content-type": "text/plain"},
         )
-        assert 400 <= response.status_code < 500
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "validation_error"
+        assert (await http.get("/v1/profiles/crm_id/C-1", headers=headers)).status_code == 404

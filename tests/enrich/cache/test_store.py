@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 
 import httpx
@@ -12,6 +11,7 @@ import redis.exceptions
 
 from app.identity.identifiers import Key
 from tests.conftest import AppFactory, Backend, RunningApp, TokenMaker
+from tests.fixtures.polling import HANG_GUARD_SECONDS, eventually
 
 JANE = {"identifiers": {"email": "jane@example.com"}, "traits": {"tier": "gold"}}
 ASK_JANE = {"identifiers": {"email": "jane@example.com"}}
@@ -153,16 +153,16 @@ class TestDeadline:
     async def test_a_slow_database_is_503_with_retry_after_within_the_deadline(
         self, app_factory: AppFactory
     ) -> None:
+        """The database never answers: the deadline alone ends the request (the hang guard is
+        far past it and only stops a broken deadline from hanging the suite)."""
         running = await app_factory(deadline_ms=100)
         headers = await _token_headers(running)
-        count_lookups(running, delay=2.0)
-        started = time.perf_counter()
-        response = await running.http.post("/v1/enrich", json=ASK_JANE, headers=headers)
-        elapsed = time.perf_counter() - started
+        count_lookups(running, delay=HANG_GUARD_SECONDS * 2)
+        async with asyncio.timeout(HANG_GUARD_SECONDS):
+            response = await running.http.post("/v1/enrich", json=ASK_JANE, headers=headers)
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert response.json()["error"] == "service_unavailable"
-        assert elapsed < 0.5
 
     async def test_a_failing_database_serves_the_cached_answer_marked_stale(
         self, app_factory: AppFactory, backend: Backend
@@ -171,9 +171,15 @@ class TestDeadline:
         headers = await _token_headers(running)
         await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
         fresh = await enrich(running.http, headers)
-        await asyncio.sleep(0.2)  # past the soft TTL of both levels
         count_lookups(running, fail=True)
-        stale = await enrich(running.http, headers)
+        answers = [fresh]
+
+        async def past_the_soft_ttl_of_both_levels() -> bool:
+            answers.append(await enrich(running.http, headers))
+            return answers[-1].headers["x-cache"] != "hit"
+
+        await eventually(past_the_soft_ttl_of_both_levels, "the cached answer going stale")
+        stale = answers[-1]
         assert stale.headers["x-cache"] == "stale"
         body = stale.json()
         assert body["stale"] is True
@@ -232,12 +238,12 @@ class TestRedisFailing:
         for _ in range(breaker.threshold):
             breaker.failure()  # open now; due for a retry while the lookup runs
         count_lookups(running, delay=0.1)
-        started = time.perf_counter()
-        response = await running.http.post("/v1/enrich", json=ASK_JANE, headers=headers)
+        async with asyncio.timeout(HANG_GUARD_SECONDS):
+            response = await running.http.post("/v1/enrich", json=ASK_JANE, headers=headers)
+        # A fill waited on would hold the answer past the deadline: 503, not 200.
         assert response.status_code == 200, response.text
         assert response.headers["x-cache"] == "miss"
         assert response.json()["traits"]["tier"] == "gold"
-        assert time.perf_counter() - started < 0.25
         assert hung.used == 0
 
     async def test_with_redis_silent_and_the_database_failing_l1_answers_stale(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 
 from app.core.addresses import NetworkSet, forwarded_client
-from tests.auth.conftest import eventually, make_client_on
 from tests.conftest import AppFactory, RunningApp
-from tests.fixtures.callers import ENRICH, GUEST, Caller, fetch_token, set_allowlist
+from tests.fixtures.callers import ENRICH, GUEST, Caller, fetch_token, make_client_on, set_allowlist
+from tests.fixtures.polling import eventually
 
 PROFILE = "/v1/profiles/email/nobody@example.com"
 # The ASGI test client connects from 203.0.113.7.

@@ -14,18 +14,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.auth.conftest import (
-    PROBE_ADMIN,
-    PROBE_READ,
-    PROBE_WRITE,
-    bearer,
-    fetch_token,
-    forged,
-    revoke,
-    sign,
-    valid_claims,
-)
+from tests.auth.conftest import PROBE_ADMIN, PROBE_READ, PROBE_WRITE, forged, sign, valid_claims
 from tests.conftest import ClientMaker, RunningApp
+from tests.fixtures.callers import bearer, fetch_token, revoke
 
 
 def b64url(data: dict[str, Any]) -> str:

@@ -8,9 +8,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from app.core.models import RevokedToken
-from tests.auth.conftest import PROBE_READ, bearer, eventually, fetch_token, mount_probe, revoke
+from tests.auth.conftest import PROBE_READ, mount_probe
 from tests.conftest import Backend, OAuthClient, RunningApp
+from tests.fixtures.callers import bearer, fetch_token, revoke
 from tests.fixtures.commands import create_client, enrich, ok
+from tests.fixtures.polling import eventually
 
 DEADLINE = 1.5  # the promise is "within a second"; the poll runs every 0.25 s
 

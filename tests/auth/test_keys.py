@@ -16,18 +16,10 @@ from sqlalchemy import select
 
 from app.auth.service import KeyService
 from app.core.models import SigningKey
-from tests.auth.conftest import (
-    PROBE_READ,
-    bearer,
-    eventually,
-    fetch_token,
-    introspect,
-    make_client_on,
-    mount_probe,
-    sign,
-    valid_claims,
-)
+from tests.auth.conftest import PROBE_READ, mount_probe, sign, valid_claims
 from tests.conftest import AppFactory, Backend, ClientMaker, OAuthClient, RunningApp
+from tests.fixtures.callers import bearer, fetch_token, introspect, make_client_on
+from tests.fixtures.polling import eventually
 
 ENRICH = Path(sys.executable).with_name("enrich")
 

@@ -16,16 +16,10 @@ from app.auth.repository import ClientRepository
 from app.auth.service import ClientService
 from app.auth.tokens import RevocationView
 from app.core.models import Client, RevokedToken
-from tests.auth.conftest import (
-    PROBE_READ,
-    basic,
-    bearer,
-    eventually,
-    fetch_token,
-    mount_probe,
-    revoke,
-)
+from tests.auth.conftest import PROBE_READ, mount_probe
 from tests.conftest import AppFactory, ClientMaker, OAuthClient, RunningApp
+from tests.fixtures.callers import basic, bearer, fetch_token, revoke
+from tests.fixtures.polling import eventually
 
 # The promise is "within a second"; the poll runs every 0.25 s.
 PROMISE = 1.0

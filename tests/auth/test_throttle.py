@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from tests.auth.conftest import make_client_on, request_token
 from tests.conftest import AppFactory, OAuthClient, RunningApp
+from tests.fixtures.callers import make_client_on, request_token
 
 
 def with_secret(client: OAuthClient, secret: str) -> OAuthClient:

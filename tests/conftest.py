@@ -17,10 +17,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.auth.service import ClientService
 from app.core.settings import Settings
 from app.main import create_app
 from app.runtime import Runtime
+from tests.fixtures.callers import EVERY_SCOPE, OAuthClient, fetch_token, make_client_on
 from tests.fixtures.databases import (
     REDIS_URL,
     check_redis,
@@ -151,31 +151,19 @@ def http(running: RunningApp) -> httpx.AsyncClient:
     return running.http
 
 
-@dataclass
-class OAuthClient:
-    client_id: str
-    client_secret: str
-    scopes: list[str]
-
-
 ClientMaker = Callable[..., Awaitable[OAuthClient]]
 
 
 @pytest.fixture
 def make_client(running: RunningApp) -> ClientMaker:
     async def maker(
-        scopes: str = "profiles:read profiles:write events:write",
+        scopes: str = EVERY_SCOPE,
         *,
         name: str = "test",
         client_id: str | None = None,
         secret: str | None = None,
     ) -> OAuthClient:
-        async with running.runtime.sessionmaker() as session:
-            client, plain = await ClientService(session).create(
-                name, scopes, client_id=client_id, secret=secret
-            )
-            await session.commit()
-        return OAuthClient(client.client_id, plain, sorted(client.scope_set))
+        return await make_client_on(running, scopes, name=name, client_id=client_id, secret=secret)
 
     return maker
 
@@ -185,16 +173,8 @@ TokenMaker = Callable[..., Awaitable[str]]
 
 @pytest.fixture
 def token_for(make_client: ClientMaker, http: httpx.AsyncClient) -> TokenMaker:
-    async def maker(scopes: str = "profiles:read profiles:write events:write") -> str:
-        client = await make_client(scopes)
-        response = await http.post(
-            "/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(client.client_id, client.client_secret),
-        )
-        assert response.status_code == 200, response.text
-        token: str = response.json()["access_token"]
-        return token
+    async def maker(scopes: str = EVERY_SCOPE) -> str:
+        return await fetch_token(http, await make_client(scopes))
 
     return maker
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -14,18 +13,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.auth.conftest import (
-    PROBE_ADMIN,
-    PROBE_READ,
-    PROBE_WRITE,
-    bearer,
-    fetch_token,
-    forged,
-    revoke,
-    sign,
-    valid_claims,
-)
+from tests.auth.conftest import PROBE_ADMIN, PROBE_READ, PROBE_WRITE, forged, sign, valid_claims
 from tests.conftest import ClientMaker, RunningApp
+from tests.fixtures.callers import bearer, fetch_token, revoke
+from tests.fixtures.clock import Clock
 
 
 def b64url(data: dict[str, Any]) -> str:
@@ -150,13 +141,17 @@ class TestRequireScope:
         assert response.json()["error"] == "insufficient_scope"
 
     async def test_a_cached_token_stops_working_when_it_expires(
-        self, probe: RunningApp, make_client: ClientMaker
+        self, probe: RunningApp, make_client: ClientMaker, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        client = await make_client("profiles:read")
-        exp = now() + 2
-        token = forged(probe, client.client_id, exp=exp)
+        token = await fetch_token(probe.http, await make_client("profiles:read"))
         assert (await probe.http.get(PROBE_READ, headers=bearer(token))).status_code == 200
-        await asyncio.sleep(exp - time.time() + 0.05)
+        verifier = probe.runtime.verifier
+        principal = verifier.cached(token)  # remembered: no signature check from now on
+        assert principal is not None
+        clock = Clock(start=principal.exp - 1)
+        monkeypatch.setattr(verifier, "clock", clock)
+        assert (await probe.http.get(PROBE_READ, headers=bearer(token))).status_code == 200
+        clock.advance(1)  # the token's exp
         assert_invalid_token(await probe.http.get(PROBE_READ, headers=bearer(token)))
 
 

@@ -6,8 +6,9 @@ import httpx
 import pytest
 
 from app.auth.service import ClientService
-from tests.auth.conftest import PROBE_READ, basic, bearer, fetch_token, request_token
+from tests.auth.conftest import PROBE_READ
 from tests.conftest import ClientMaker, OAuthClient, RunningApp
+from tests.fixtures.callers import basic, bearer, fetch_token, request_token
 
 GRANT = {"grant_type": "client_credentials"}
 # Headers that legitimately differ between two otherwise identical answers.

@@ -8,11 +8,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from app.core.models import RevokedToken
-from tests.auth.conftest import PROBE_READ, bearer, eventually, fetch_token, mount_probe, revoke
+from tests.auth.conftest import PROBE_READ, mount_probe
 from tests.conftest import Backend, OAuthClient, RunningApp
+from tests.fixtures.callers import bearer, fetch_token, request_token, revoke
 from tests.fixtures.commands import create_client, enrich, ok
-
-DEADLINE = 1.5  # the promise is "within a second"; the poll runs every 0.25 s
+from tests.fixtures.polling import eventually
 
 
 class TestClientsDelete:
@@ -34,18 +34,13 @@ class TestClientsDelete:
             answer = await running.http.get(PROBE_READ, headers=bearer(live))
             return answer.status_code == 401
 
-        await eventually(refused, deadline=DEADLINE)
+        await eventually(refused, "the deleted client's token refused")
         listed = json.loads(await ok(backend, tmp_path, "clients", "list", "--json"))
         assert client.client_id not in [row["client_id"] for row in listed]
         async with running.runtime.sessionmaker() as session:
             kept = list(await session.scalars(select(RevokedToken.client_id)))
         assert kept == [client.client_id]
-        token = await running.http.post(
-            "/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(client.client_id, client.client_secret),
-        )
-        assert token.status_code == 401
+        assert (await request_token(running.http, client)).status_code == 401
 
         entries = [
             json.loads(line)

@@ -9,8 +9,9 @@ import jwt
 import pytest
 
 from app.auth.service import ClientService
-from tests.auth.conftest import basic, fetch_token, forged, introspect, revoke
+from tests.auth.conftest import forged
 from tests.conftest import ClientMaker, OAuthClient, RunningApp
+from tests.fixtures.callers import basic, fetch_token, introspect, revoke
 
 INACTIVE = {"active": False}
 

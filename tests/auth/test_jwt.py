@@ -9,15 +9,9 @@ import httpx
 import jwt
 import pytest
 
-from tests.auth.conftest import (
-    PROBE_READ,
-    bearer,
-    fetch_token,
-    make_client_on,
-    mount_probe,
-    request_token,
-)
+from tests.auth.conftest import PROBE_READ, mount_probe
 from tests.conftest import AppFactory, ClientMaker, RunningApp
+from tests.fixtures.callers import bearer, fetch_token, make_client_on, request_token
 
 
 async def verify_with_jwks(http: httpx.AsyncClient, token: str, audience: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,20 +15,11 @@ from sqlalchemy import select
 
 from app.auth.service import KeyService
 from app.core.models import SigningKey
-from tests.auth.conftest import (
-    PROBE_READ,
-    bearer,
-    eventually,
-    fetch_token,
-    introspect,
-    make_client_on,
-    mount_probe,
-    sign,
-    valid_claims,
-)
+from tests.auth.conftest import PROBE_READ, mount_probe, sign, valid_claims
 from tests.conftest import AppFactory, Backend, ClientMaker, OAuthClient, RunningApp
-
-ENRICH = Path(sys.executable).with_name("enrich")
+from tests.fixtures.callers import bearer, fetch_token, introspect, make_client_on, revoke
+from tests.fixtures.polling import eventually
+from tests.fixtures.service import ENRICH, service_env
 
 
 def kid_of(token: str) -> str:
@@ -65,7 +55,7 @@ async def new_kid_token(app: RunningApp, client: OAuthClient, kid: str) -> str:
         tokens.append(await fetch_token(app.http, client))
         return kid_of(tokens[-1]) == kid
 
-    await eventually(signs_with_new_key, deadline=3.0, interval=0.1)
+    await eventually(signs_with_new_key, "a token signed with the new key", interval=0.1)
     return tokens[-1]
 
 
@@ -121,10 +111,7 @@ class TestKeyRotation:
         assert kid_of(token) == new_kid
         answer = (await introspect(lagging.http, client, token)).json()
         assert answer["active"] is True
-        revoked = await lagging.http.post(
-            "/oauth/revoke", data={"token": token}, auth=(client.client_id, client.client_secret)
-        )
-        assert revoked.status_code == 200
+        assert (await revoke(lagging.http, client, token)).status_code == 200
         assert (await lagging.http.get(PROBE_READ, headers=bearer(token))).status_code == 401
 
     async def test_unknown_kids_cost_few_key_loads(
@@ -154,9 +141,7 @@ class TestKeyRotation:
     ) -> None:
         client = await make_client("profiles:read")
         old_token = await fetch_token(probe.http, client)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICH_")} | {
-            "ENRICH_DATABASE_URL": backend.database_url
-        }
+        env = service_env({"ENRICH_DATABASE_URL": backend.database_url})
         result = await asyncio.to_thread(
             subprocess.run,
             [str(ENRICH), "keys", "rotate"],

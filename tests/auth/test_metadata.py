@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import jwt
 
-from tests.auth.conftest import fetch_token
 from tests.conftest import ClientMaker
+from tests.fixtures.callers import fetch_token
 
 
 class TestServerMetadata:

@@ -6,8 +6,9 @@ import httpx
 import jwt
 import pytest
 
-from tests.auth.conftest import PROBE_READ, PROBE_WRITE, basic, bearer, request_token
+from tests.auth.conftest import PROBE_READ, PROBE_WRITE
 from tests.conftest import ClientMaker, RunningApp
+from tests.fixtures.callers import basic, bearer, request_token
 
 
 class TestTokenRequest:

@@ -16,8 +16,9 @@ from app.auth.tokens import (
     TokenIssuer,
     TokenVerifier,
 )
-from tests.auth.conftest import PROBE_READ, bearer, fetch_token
+from tests.auth.conftest import PROBE_READ
 from tests.conftest import ClientMaker, RunningApp
+from tests.fixtures.callers import bearer, fetch_token
 
 
 def verifier_for(

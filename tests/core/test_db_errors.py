@@ -11,7 +11,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 import asyncpg
@@ -20,6 +19,7 @@ import orjson
 import pytest
 
 from tests.conftest import AppFactory, Backend, TokenMaker
+from tests.fixtures.polling import eventually
 from tests.fixtures.refusals import (  # noqa: F401  (fixture)
     EMAIL,
     NEVER_LOGGED,
@@ -97,16 +97,22 @@ def log_records(service: Service) -> list[dict[str, Any]]:
 
 
 async def logged(service: Service, event: str, request_id: str) -> dict[str, Any]:
-    """The ``event`` line of the request, once it is written (polled, generous deadline)."""
-    deadline = time.monotonic() + 20
-    while True:
-        for record in log_records(service):
-            if record.get("event") == event and record.get("request_id") == request_id:
-                return record
-        assert time.monotonic() < deadline, f"no {event} line for {request_id}:\n" + (
-            service.log_text()
-        )
-        await asyncio.sleep(0.1)
+    """The ``event`` line of the request, once it is written."""
+    found: list[dict[str, Any]] = []
+
+    def written() -> bool:
+        found[:] = [
+            record
+            for record in log_records(service)
+            if record.get("event") == event and record.get("request_id") == request_id
+        ]
+        return bool(found)
+
+    try:
+        await eventually(written, f"a {event} line for {request_id}", interval=0.1)
+    except AssertionError as missing:
+        raise AssertionError(f"{missing}:\n{service.log_text()}") from None
+    return found[0]
 
 
 def assert_no_values(service: Service) -> None:

@@ -200,8 +200,8 @@ class TestFastPath:
         request = {"identifiers": {"email": "jane@example.com"}}
         for _ in range(2):
             assert (await http.post("/v1/enrich", json=request, headers=reader)).status_code == 200
-        now = time.time()
-        monkeypatch.setattr(time, "time", lambda: now + running.runtime.settings.token_ttl_seconds)
+        later = time.time() + running.runtime.settings.token_ttl_seconds
+        monkeypatch.setattr(running.runtime.verifier, "clock", lambda: later)
         refused = await http.post("/v1/enrich", json=request, headers=reader)
         assert refused.status_code == 401
         assert 'error="invalid_token"' in refused.headers["www-authenticate"]

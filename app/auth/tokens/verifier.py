@@ -36,6 +36,9 @@ class TokenVerifier:
     The tokens verified are remembered up to ``max_cached_bytes`` in all (a token and its
     claims are about 2.5 KB, so 64 MiB holds some 25,000 live tokens): a caller minting tokens
     costs a re-verification when the table is full, never the process's memory.
+
+    ``clock`` (epoch seconds, ``time.time`` but in tests) says when a remembered token has
+    expired; a token verified afresh is checked by PyJWT against the wall clock.
     """
 
     def __init__(
@@ -45,12 +48,15 @@ class TokenVerifier:
         audience: str,
         revoked: RevocationView,
         max_cached_bytes: int = 64 * 1_048_576,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.keyring = keyring
         self.issuer = issuer
         self.audience = audience
         self.revoked = revoked
         self.max_cached_bytes = max_cached_bytes
+        self.clock = clock
         self._verified: dict[str, Principal] = {}
         self._verified_bytes = 0
         # The same, keyed by the Authorization header as it arrived (see ``bearer``); only
@@ -84,7 +90,7 @@ class TokenVerifier:
             if principal is not None and len(token) == len(sent):
                 self._remember_header(authorization, principal)
             return principal
-        if principal.exp <= time.time():
+        if principal.exp <= self.clock():
             self._forget_header(authorization)
             raise InvalidTokenError("the access token has expired")
         if self.revoked.is_revoked(principal):
@@ -93,7 +99,7 @@ class TokenVerifier:
 
     def _refuse_if_dead(self, principal: Principal, token: str) -> None:
         """Raise for an expired token (forgetting it) or a revoked one."""
-        if principal.exp <= time.time():
+        if principal.exp <= self.clock():
             self._forget(token)
             raise InvalidTokenError("the access token has expired")
         if self.revoked.is_revoked(principal):
@@ -189,7 +195,7 @@ class TokenVerifier:
             self._forget(token)
         cost = self._token_cost(token, principal)
         if self._verified_bytes + cost > self.max_cached_bytes:
-            now = time.time()
+            now = self.clock()
             for dead in [t for t, p in self._verified.items() if p.exp <= now]:
                 self._forget(dead)
             if self._verified_bytes + cost > self.max_cached_bytes * 3 // 4:

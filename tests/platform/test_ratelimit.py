@@ -14,7 +14,7 @@ from tests.conftest import AppFactory, Backend, RunningApp
 from tests.fixtures.callers import ENRICH, GUEST, Caller, set_limit
 from tests.fixtures.clock import Clock
 from tests.fixtures.databases import REDIS_URL
-from tests.fixtures.polling import eventually
+from tests.fixtures.polling import HANG_GUARD_SECONDS, eventually
 from tests.fixtures.service import RecordProperty
 
 PROFILE = "/v1/profiles/email/nobody@example.com"
@@ -97,20 +97,31 @@ async def drive(limiter: RedisLimiter, client_id: str, limit: Limit) -> bool:
     return verdict is None
 
 
+async def admitted_in_a_row(limiter: RedisLimiter, limit: Limit, most: int) -> int:
+    """Requests one after another until the first refusal (more than ``most``: a failure)."""
+    for admitted in range(most + 1):
+        if not await drive(limiter, "client", limit):
+            return admitted
+    raise AssertionError(f"more than {most} admitted in a row")
+
+
 async def admitted_until_refused(workers: list[RedisLimiter], limit: Limit) -> list[int]:
     """Requests at every worker, five at a time each, until a round admits none and no worker
     holds a token (leases fetched in the background included); how many each one admitted."""
     admitted = [0] * len(workers)
-    while True:
-        rounds = [asyncio.gather(*(drive(w, "client", limit) for _ in range(5))) for w in workers]
-        results = await asyncio.gather(*rounds)
-        for number, mine in enumerate(results):
-            admitted[number] += sum(mine)
-        for worker in workers:
-            await asyncio.gather(*worker._tasks)
-        held = sum(lease.held for w in workers for lease in w._leases.values())
-        if not any(any(mine) for mine in results) and held == 0:
-            return admitted
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        while True:
+            rounds = [
+                asyncio.gather(*(drive(w, "client", limit) for _ in range(5))) for w in workers
+            ]
+            results = await asyncio.gather(*rounds)
+            for number, mine in enumerate(results):
+                admitted[number] += sum(mine)
+            for worker in workers:
+                await asyncio.gather(*worker._tasks)
+            held = sum(lease.held for w in workers for lease in w._leases.values())
+            if not any(any(mine) for mine in results) and held == 0:
+                return admitted
 
 
 async def status_is(status: Callable[[], Awaitable[int]], expected: int) -> bool:
@@ -158,12 +169,11 @@ class TestRedisLimiter:
         self, redis_client: redis.Redis, prefix: str, record_property: RecordProperty
     ) -> None:
         # The wiring on real clocks (the arithmetic is the test above): a drained bucket at
-        # 20 per second admits again. The deadline only guards against a hang.
+        # 2 per second admits again. The deadline and the count only guard against a hang.
         limiter = RedisLimiter(redis_client, prefix, LocalLimiter())
-        limit = Limit(rate=20, burst=2)
+        limit = Limit(rate=2, burst=1)
         try:
-            while await drive(limiter, "client", limit):
-                pass
+            await admitted_in_a_row(limiter, limit, most=1000)
             took = await eventually(lambda: drive(limiter, "client", limit), "a token came back")
             record_property("token_back_s", round(took, 3))
         finally:
@@ -187,9 +197,7 @@ class TestRedisLimiter:
         returns = idle.sweep()  # idle now: all but one token go back
         assert returns == [("client", limit, held - 1)]
         await idle._give_back(returns)
-        admitted = 0
-        while await drive(other, "client", limit):
-            admitted += 1
+        admitted = await admitted_in_a_row(other, limit, most=limit.burst)
         assert admitted == 40 - 1 - 1  # one spent, one still in the idle worker's hand
 
     async def test_without_redis_each_worker_limits_alone(self) -> None:

@@ -4,7 +4,6 @@ installed; the libraries whose internals the service uses are checked at start."
 from __future__ import annotations
 
 import subprocess
-import sys
 import tomllib
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -19,11 +18,11 @@ from packaging.version import Version
 import app
 from app.core import versions
 from app.core.versions import SUPPORTED, UnsupportedDependencyError, check_supported, release
+from tests.fixtures.service import ENRICH
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_LOCK = ROOT / "requirements" / "service.lock"
 DEV_LOCK = ROOT / "requirements" / "dev.lock"
-ENRICH = Path(sys.executable).with_name("enrich")
 
 
 @dataclass(frozen=True)

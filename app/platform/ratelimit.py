@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -103,16 +104,20 @@ Verdict = RateLimitedError | _Pending | None
 
 
 class LocalLimiter:
-    """Token buckets kept in this process, each with ``share`` of the rate and the burst."""
+    """Token buckets kept in this process, each with ``share`` of the rate and the burst.
 
-    def __init__(self, share: float = 1.0) -> None:
+    ``clock`` is ``time.monotonic`` but in tests (which move it instead of waiting for tokens).
+    """
+
+    def __init__(self, share: float = 1.0, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.share = share
+        self._clock = clock
         self._buckets: dict[str, list[float]] = {}
 
     def try_take(self, client_id: str, limit: Limit) -> RateLimitedError | None:
         rate = limit.rate * self.share
         burst = max(1.0, limit.burst * self.share)
-        now = time.monotonic()
+        now = self._clock()
         bucket = self._buckets.get(client_id)
         if bucket is None:
             bucket = self._buckets[client_id] = [burst, now]
@@ -164,12 +169,24 @@ class _Lease:
 
 
 class RedisLimiter:
-    """Leases out of token buckets in Redis (see the module docstring)."""
+    """Leases out of token buckets in Redis (see the module docstring).
+
+    ``clock`` (``time.monotonic`` but in tests) times this worker's side: refusals until the
+    next token, the pause after a Redis failure, lease sizes and idleness. The buckets' refills
+    follow Redis's own clock (TIME, in the script).
+    """
 
     def __init__(
-        self, client: redis.Redis, prefix: str, fallback: LocalLimiter, timeout: float = 0.1
+        self,
+        client: redis.Redis,
+        prefix: str,
+        fallback: LocalLimiter,
+        timeout: float = 0.1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        self._clock = clock
         # A whole call, retries included: a hung Redis costs one request this long, once a second.
         self.timeout = timeout
         self.prefix = prefix + "ratelimit:"
@@ -189,7 +206,7 @@ class RedisLimiter:
             if lease.held < lease.low and lease.inflight is None:
                 self._fetch_soon(client_id, lease, limit)
             return None
-        now = time.monotonic()
+        now = self._clock()
         if now < self._redis_down_until:
             return self.fallback.try_take(client_id, limit)
         # A refusal stands until the next token, unless the limit was changed since.
@@ -212,7 +229,7 @@ class RedisLimiter:
                 lease.spent += 1
                 lease.uses += 1
                 return None
-            now = time.monotonic()
+            now = self._clock()
             if now < self._redis_down_until:
                 return self.fallback.try_take(client_id, limit)
             if now < lease.denied_until and lease.limit == limit:
@@ -234,7 +251,7 @@ class RedisLimiter:
         lease.inflight = task
 
     def _want(self, lease: _Lease) -> int:
-        now = time.monotonic()
+        now = self._clock()
         if lease.fetched_at:
             measured = lease.spent / max(now - lease.fetched_at, 0.001)
             lease.rate = measured if lease.rate == 0 else (lease.rate + measured) / 2
@@ -256,7 +273,7 @@ class RedisLimiter:
                 )
         except Exception as exc:
             log.warning("ratelimit.redis_failed", error=type(exc).__name__)
-            self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            self._redis_down_until = self._clock() + REDIS_RETRY_SECONDS
             return
         finally:
             lease.inflight = None
@@ -264,7 +281,7 @@ class RedisLimiter:
         lease.held += int(granted)
         lease.low = max(1, want // 2)
         if lease.held == 0:
-            lease.denied_until = time.monotonic() + int(wait_ms) / 1000
+            lease.denied_until = self._clock() + int(wait_ms) / 1000
 
     async def _give_back(self, returns: list[tuple[str, Limit, int]]) -> None:
         try:
@@ -290,7 +307,7 @@ class RedisLimiter:
                 lease.swept = lease.uses
                 continue
             keep = 1
-            if time.monotonic() - lease.fetched_at > FORGET_SECONDS:
+            if self._clock() - lease.fetched_at > FORGET_SECONDS:
                 keep = 0
                 del self._leases[client_id]
             if lease.held > keep:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import httpx
@@ -22,21 +23,23 @@ from app.cli.serve import effective_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
 from tests.conftest import Backend
+from tests.fixtures.polling import HANG_GUARD_SECONDS, eventually
 from tests.fixtures.servers import ServiceFactory
 from tests.fixtures.service import (
     ENRICH,
     RawResponse,
     Service,
-    children_of,
     create_client,
     free_port,
     service_env,
     socket_owner,
+    worker_processes,
 )
 
 on_postgres = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 GUEST = "/v1/enrich?email=nobody%40example.com"
+DRAIN_SECONDS = 5
 
 
 async def token_headers(service: Service, client: tuple[str, str]) -> dict[str, str]:
@@ -144,23 +147,32 @@ class TestMetricsAcrossWorkers:
             answers += await spread(service, GUEST, headers, 4)
         assert {a.status for a in answers} == {200}
         sent = len(answers)
-        await asyncio.sleep(0.6)  # each worker hands its tallies over every 0.25 s
+
+        async def counted(http: httpx.AsyncClient) -> bool:
+            text = (await http.get("/metrics")).text
+            return (
+                metric(text, "enrich_http_requests_total", **labels) == sent
+                and metric(text, "enrich_http_request_duration_seconds_count", **labels) == sent
+                and metric(text, "enrich_cache_answers_total") == sent
+                and metric(text, "enrich_tokens_issued_total") == 1
+            )
+
         async with httpx.AsyncClient(base_url=service.base_url) as http:
-            # Whichever worker answers the scrape, it reports every worker's requests.
-            scrapes = [(await http.get("/metrics")).text for _ in range(4)]
-        for text in scrapes:
-            assert metric(text, "enrich_http_requests_total", **labels) == sent
-            assert metric(text, "enrich_http_request_duration_seconds_count", **labels) == sent
-            assert metric(text, "enrich_cache_answers_total") == sent
-        assert metric(scrapes[0], "enrich_tokens_issued_total") == 1
+            # Each worker hands its tallies over every 0.25 s: wait for the sum to reach the
+            # count (a wrong sum never does), then whichever worker answers a scrape reports
+            # every worker's requests.
+            await eventually(lambda: counted(http), "every worker's requests in /metrics")
+            assert [await counted(http) for _ in range(4)] == [True] * 4
 
 
 @on_postgres
 class TestRateLimitAcrossWorkers:
-    async def test_one_limit_for_all_workers_within_ten_percent(
+    async def test_one_bucket_for_all_workers(
         self, backend: Backend, services: ServiceFactory
     ) -> None:
-        rps, burst = 20.0, 10
+        # A token every 1000 s: the test sees the burst and nothing of the refill (whose
+        # arithmetic is tests/platform/test_ratelimit.py's), so the count is exact.
+        rps, burst = 0.001, 100
         client = await create_client(backend.database_url, "profiles:read")
         engine = create_engine(Settings(_env_file=None, database_url=backend.database_url))  # type: ignore[call-arg]
         try:
@@ -169,36 +181,40 @@ class TestRateLimitAcrossWorkers:
                 await session.commit()
         finally:
             await engine.dispose()
-        service = await start(services, backend)
+        # A slow Redis answer would send a worker to its own bucket for a second (as it
+        # should, but then the count is not the shared bucket's): time is not under test.
+        service = await start(services, backend, redis_socket_timeout="10")
         headers = await token_headers(service, client)
         connections = await connections_to_both_workers(service, 8)
 
-        admitted: dict[int, int] = {}
-        refused = 0
+        first = connections[0].worker
+        busy = [c for c in connections if c.worker == first]
+        idle = [c for c in connections if c.worker != first]
 
-        async def hammer(connection: KeepAlive) -> None:
-            nonlocal refused
-            while time.monotonic() - started < 3.0:
+        async def admitted_until_refused(connection: KeepAlive) -> int:
+            """Requests until this connection's worker refuses one: a worker that refused
+            has found the bucket empty, and admits nothing for the next 1000 s."""
+            admitted = 0
+            while True:
                 status, answer_headers = await connection.get(GUEST, headers)
-                if status == 200:
-                    admitted[connection.worker] = admitted.get(connection.worker, 0) + 1
-                else:
+                if status != 200:
                     assert status == 429
-                    assert answer_headers["ratelimit-limit"] == "20"
-                    refused += 1
+                    assert answer_headers["ratelimit-limit"] == "0.001"
+                    return admitted
+                admitted += 1
 
-        started = time.monotonic()
         try:
-            await asyncio.gather(*(hammer(c) for c in connections))
+            async with asyncio.timeout(HANG_GUARD_SECONDS):
+                # One worker takes all the traffic, then the other gets some: the first had
+                # the whole burst (not its share), and the second has nothing left to give.
+                by_busy = await asyncio.gather(*(admitted_until_refused(c) for c in busy))
+                by_idle = await asyncio.gather(*(admitted_until_refused(c) for c in idle))
         finally:
             for connection in connections:
                 connection.close()
-        elapsed = time.monotonic() - started
-        expected = burst + rps * elapsed
-        total = sum(admitted.values())
-        assert refused > total  # the callers asked for far more than the limit
-        assert len(admitted) == 2, admitted  # both workers admitted some
-        assert abs(total - expected) <= 0.1 * expected, (total, expected, admitted)
+        assert sum(by_busy) == burst, by_busy
+        assert by_idle == [0] * len(idle)
+        assert "ratelimit.redis_failed" not in service.log_text()
 
 
 @on_postgres
@@ -206,27 +222,31 @@ class TestGracefulShutdown:
     async def test_sigterm_turns_readiness_off_then_drains(
         self, backend: Backend, services: ServiceFactory
     ) -> None:
-        service = await start(services, backend, shutdown_drain_seconds="2")
+        # The drain is long enough for the checks below on a busy machine; how long it
+        # takes to notice the signal is uvicorn's (its supervisor passes signals on every
+        # 0.5 s), so the checks poll.
+        service = await start(services, backend, shutdown_drain_seconds=str(DRAIN_SECONDS))
         headers = await token_headers(
             service, await create_client(backend.database_url, "profiles:read")
         )
-        probed: set[int | None] = set()
-        deadline = time.monotonic() + 20
-        while len(probed - {None}) < 2:  # a load balancer probes every worker in time
-            assert time.monotonic() < deadline, probed
-            ready = await spread(service, "/readyz", {}, 4)
-            assert {a.status for a in ready} == {200}
-            probed |= {a.worker for a in ready}
+
+        def readiness() -> Awaitable[RawResponse]:
+            return service.request_on_new_connection("GET", "/readyz")
+
+        # A load balancer probes every worker in time (which arms the drain period).
+        ready = await service.on_every_worker(readiness, per_worker=1)
+        assert {a.status for a in ready} == {200}
         service.terminate()
-        await asyncio.sleep(1.0)  # uvicorn's supervisor passes signals on every 0.5 s
-        during = await spread(service, "/readyz", {}, 8)
-        assert {a.status for a in during} == {503}
-        assert {json.loads(a.body)["status"] for a in during} == {"draining"}
+        during = await service.on_every_worker(
+            readiness, per_worker=1, until=lambda mine: mine[-1].status == 503
+        )
+        draining = [a for a in during if a.status == 503]
+        assert {json.loads(a.body)["status"] for a in draining} == {"draining"}
         served = await spread(service, GUEST, headers, 8)
         assert {a.status for a in served} == {200}  # still serving while the LB notices
         assert service.process is not None
         assert service.process.poll() is None
-        stopped = await asyncio.to_thread(service.process.wait, 20)
+        stopped = await asyncio.to_thread(service.process.wait, DRAIN_SECONDS + 30)
         assert stopped is not None
         log = service.log_text()
         assert "shutdown.draining" in log
@@ -264,8 +284,9 @@ class TestServeCommand:
                         if (await http.get("/healthz")).status_code == 200:
                             break
                     await asyncio.sleep(0.2)
-            workers = {pid for pid in children_of(process.pid) if _is_worker(pid)}
-            assert len(workers) == 2
+            # uvicorn starts the workers one after the other: wait for the second (a third
+            # would never make two).
+            await eventually(lambda: len(worker_processes(process.pid)) == 2, "two workers")
             text = log.read_text()
             starting = next(
                 json.loads(line) for line in text.splitlines() if '"serve.starting"' in line
@@ -290,13 +311,6 @@ def spawn(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subp
         return subprocess.Popen(
             command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-
-
-def _is_worker(pid: int) -> bool:
-    # uvicorn's workers, not multiprocessing's resource tracker
-    with contextlib.suppress(OSError):
-        return "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
-    return False
 
 
 class TestEffectiveSettings:

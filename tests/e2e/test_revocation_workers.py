@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from tests.fixtures.polling import HANG_GUARD_SECONDS
 from tests.fixtures.servers import PrivatePostgres, PrivateRedis, ServiceFactory
 from tests.fixtures.service import RawResponse, RecordProperty, Service, Summary, create_client
 from tests.fixtures.workers import run_beside, until_every_worker
 
 WORKERS = 2
-HANG_SECONDS = 10.0  # promised within a second; past this it hangs
 QUESTION = {"email": "jane@example.com"}
 
 Client = tuple[str, str]  # (client_id, client_secret)
@@ -95,7 +95,7 @@ class TestADeadTokenOnEveryWorker:
         await KILLS[how](service, client, token)
         since = time.monotonic()  # the change is committed: its answer or exit came after
         took = await until_every_worker(
-            service, asking(service, token), refused, since=since, within=HANG_SECONDS
+            service, asking(service, token), refused, since=since, within=HANG_GUARD_SECONDS
         )
 
         after = await service.on_every_worker(asking(service, token), per_worker=2)

@@ -120,16 +120,3 @@ async def enrich_load(
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return tally
-
-
-async def wait_for(
-    probe: Any, *, within: float, interval: float = 0.05, what: str = "condition"
-) -> float:
-    """Call the async ``probe`` until it returns true; the seconds it took."""
-    started = time.monotonic()
-    while True:
-        if await probe():
-            return time.monotonic() - started
-        if time.monotonic() - started > within:
-            raise AssertionError(f"{what} did not happen within {within} s")
-        await asyncio.sleep(interval)

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from app.enrich.cache.store import SECOND_DELETE_SECONDS
-from tests.faults.load import document, email, enrich, enrich_load, seed, wait_for
+from tests.faults.load import document, email, enrich, enrich_load, seed
+from tests.fixtures.polling import eventually
 from tests.fixtures.servers import (
     PrivatePostgres,
     PrivateRedis,
@@ -119,8 +120,8 @@ class TestPostgresStopped:
             ready_during = await http.get("/readyz")
 
             own_pg.start()
-            recovered = await wait_for(
-                lambda: accepts_writes(http, headers), within=20, what="writes after restart"
+            recovered = await eventually(
+                lambda: accepts_writes(http, headers), "writes after restart", interval=0.05
             )
             after = await enrich_load(http, headers, unknown[:10], total=10, concurrency=1)
             ready_after = await http.get("/readyz")

@@ -15,7 +15,8 @@ import httpx
 import orjson
 import redis.asyncio as redis
 
-from tests.faults.load import Outcome, Tally, email, enrich, enrich_load, seed, wait_for
+from tests.faults.load import Outcome, Tally, email, enrich, enrich_load, seed
+from tests.fixtures.polling import eventually
 from tests.fixtures.servers import (
     PrivatePostgres,
     PrivateRedis,
@@ -103,8 +104,8 @@ class TestRedisStopped:
             ready_during = await http.get("/readyz")
 
             private_redis.start()  # empty, on the same port
-            recovered = await wait_for(
-                lambda: l2_hits_again(http, headers), within=15, what="L2 hits"
+            recovered = await eventually(
+                lambda: l2_hits_again(http, headers), "L2 hits", interval=0.05
             )
             after_recovery = await tiers(http, headers)
             ready_after = await http.get("/readyz")
@@ -196,8 +197,8 @@ class TestRedisFrozen:
 
             private_redis.resume()  # with the old entries still in it
             just_after = await tiers_on_every_worker(service, headers, PATCHED)
-            recovered = await wait_for(
-                lambda: l2_hits_again(http, headers), within=15, what="L2 hits"
+            recovered = await eventually(
+                lambda: l2_hits_again(http, headers), "L2 hits", interval=0.05
             )
             later = await tiers_on_every_worker(service, headers, PATCHED)
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.ingest.demo import demo_documents, demo_guest, demo_profile, load_demo
 from app.profiles.schemas import EVENT_METRICS, ProfileDocument
 from tests.conftest import Backend
+from tests.fixtures.service import ENRICH, service_env
 from tests.profiles.helpers import stored_profiles
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -99,9 +100,8 @@ class TestLoadDemo:
     def test_the_command_prints_the_guest_and_a_client(
         self, backend: Backend, tmp_path: Path
     ) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICH_")}
-        env["ENRICH_DATABASE_URL"] = backend.database_url
-        command = [str(Path(sys.executable).with_name("enrich")), "demo", "--profiles", "40"]
+        env = service_env({"ENRICH_DATABASE_URL": backend.database_url})
+        command = [str(ENRICH), "demo", "--profiles", "40"]
 
         first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
         second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -18,9 +16,9 @@ from app.ingest import importer
 from app.profiles import limits
 from tests.conftest import Backend
 from tests.fixtures.databases import REDIS_URL
+from tests.fixtures.service import ENRICH, service_env
 from tests.profiles.helpers import stored_profiles
 
-ENRICH = str(Path(sys.executable).with_name("enrich"))
 Sessions = async_sessionmaker[AsyncSession]
 
 HEADER = (
@@ -45,16 +43,13 @@ CSV = "\n".join(
 def run(
     backend: Backend, *args: str, cwd: Path, redis_prefix: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ENRICH_")} | {
-        "ENRICH_DATABASE_URL": backend.database_url,
-        "ENRICH_LOG_LEVEL": "WARNING",
-    }
+    settings = {"ENRICH_DATABASE_URL": backend.database_url}
     if redis_prefix:
-        env |= {"ENRICH_REDIS_URL": REDIS_URL, "ENRICH_REDIS_PREFIX": redis_prefix}
+        settings |= {"ENRICH_REDIS_URL": REDIS_URL, "ENRICH_REDIS_PREFIX": redis_prefix}
     return subprocess.run(
-        [ENRICH, "import", *args],
+        [str(ENRICH), "import", *args],
         cwd=cwd,
-        env=env,
+        env=service_env(settings),
         capture_output=True,
         text=True,
         timeout=120,

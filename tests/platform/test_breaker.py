@@ -6,19 +6,7 @@ import pytest
 import redis.exceptions
 
 from app.platform.breaker import CircuitBreaker, is_outage
-
-
-class Clock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fixtures.clock import Clock
 
 
 @pytest.fixture

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
+import uuid
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
 
-from app.platform.logging import FLUSH_SECONDS
+from app.platform.metrics import request_metrics
 from tests.conftest import AppFactory, ClientMaker, OAuthClient, RunningApp
 from tests.fixtures.callers import ENRICH, GUEST, fetch_token
+from tests.fixtures.polling import eventually
 
 
 def access_lines(text: str) -> list[dict[str, Any]]:
@@ -29,10 +30,30 @@ async def json_app(app_factory: AppFactory) -> RunningApp:
     return await app_factory(log_level="DEBUG", log_format="json")
 
 
-async def flushed(app: RunningApp) -> None:
-    # Access lines are written in batches, at most FLUSH_SECONDS after the first one.
-    await app.http.get("/healthz")
-    await asyncio.sleep(FLUSH_SECONDS * 2)
+class Captured(NamedTuple):
+    out: str
+    err: str
+
+
+async def flushed(app: RunningApp, capfd: pytest.CaptureFixture[str]) -> Captured:
+    """What was written since the last read, once every access line so far is out.
+
+    Access lines are written in batches, in order: once a last request's line is out, so are
+    those of the requests before it.
+    """
+    marker = uuid.uuid4().hex
+    await app.http.get("/healthz", headers={"X-Request-ID": marker})
+    out: list[str] = []
+    err: list[str] = []
+
+    def written() -> bool:
+        captured = capfd.readouterr()
+        out.append(captured.out)
+        err.append(captured.err)
+        return any(r["request_id"] == marker for r in access_lines(captured.err))
+
+    await eventually(written, "the access lines written")
+    return Captured("".join(out), "".join(err))
 
 
 async def token_then_quiet(
@@ -40,8 +61,7 @@ async def token_then_quiet(
 ) -> str:
     """A token for ``client``, with what getting it logged already written and discarded."""
     token = await fetch_token(app.http, client)
-    await flushed(app)
-    capfd.readouterr()
+    await flushed(app, capfd)
     return token
 
 
@@ -57,8 +77,8 @@ class TestAccessLine:
             "/v1/profiles/email/nobody@example.com", headers={"Authorization": f"Bearer {token}"}
         )
         assert first.headers["x-request-id"] == "req-from-caller-1"
-        await flushed(json_app)
-        lines = {line["request_id"]: line for line in access_lines(capfd.readouterr().err)}
+        written = await flushed(json_app, capfd)
+        lines = {line["request_id"]: line for line in access_lines(written.err)}
         enrich = lines["req-from-caller-1"]
         profile = lines[second.headers["x-request-id"]]
         assert enrich["request_id"] == "req-from-caller-1"
@@ -87,8 +107,7 @@ class TestAccessLine:
                 ENRICH, json=GUEST, headers={k: v.encode("latin-1") for k, v in headers.items()}
             )
             assert response.status_code == 200
-        await flushed(json_app)
-        lines = access_lines(capfd.readouterr().err)  # each one parses as JSON
+        lines = access_lines((await flushed(json_app, capfd)).err)  # each one parses as JSON
         assert [line["request_id"] for line in lines if line["route"] == ENRICH] == given
         assert all(line["duration_ms"] > 0 and line["status"] == 200 for line in lines)
 
@@ -103,9 +122,9 @@ class TestAccessLine:
         capfd.readouterr()
         response = await json_app.http.post(ENRICH, json=GUEST)
         assert response.status_code == 401
-        await flushed(json_app)
+        written = await flushed(json_app, capfd)
         # Lines of earlier requests may still be on their way out: pick this request's.
-        line = next(r for r in access_lines(capfd.readouterr().err) if r.get("route") == ENRICH)
+        line = next(r for r in access_lines(written.err) if r.get("route") == ENRICH)
         assert line["status"] == 401
         assert line["client_id"] is None
 
@@ -128,6 +147,7 @@ class TestAccessLine:
         capfd.readouterr()
         await app.http.get("/healthz")
         await app.http.get("/healthz")
+        request_metrics.flush()  # what a scrape does: the requests' batch is drained now
         assert access_lines(capfd.readouterr().err) == []
 
 
@@ -192,10 +212,8 @@ class TestNothingSecretIsLogged:
             "/oauth/revoke", data={"token": token}, auth=(client.client_id, secret)
         )
         assert revoked.status_code == 200
-        await flushed(json_app)
-
-        captured = capfd.readouterr()
-        logs = captured.out + captured.err
+        written = await flushed(json_app, capfd)
+        logs = written.out + written.err
         assert len(access_lines(logs)) >= 12  # the test saw the logs it means to check
         forbidden = [
             secret,

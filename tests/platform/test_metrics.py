@@ -3,12 +3,15 @@ tests/health/test_metrics_endpoint.py)."""
 
 from __future__ import annotations
 
-import httpx
-import structlog
+import json
+from collections import Counter
 
-from tests.auth.conftest import basic
-from tests.conftest import RunningApp
-from tests.fixtures.callers import ENRICH, GUEST, Caller, sample, set_limit
+import httpx
+import pytest
+
+from tests.auth.conftest import basic, make_client_on
+from tests.conftest import AppFactory, RunningApp
+from tests.fixtures.callers import ENRICH, GUEST, Caller, fetch_token, sample, set_limit
 
 
 class TestRequestMetrics:
@@ -90,10 +93,29 @@ class TestRequestMetrics:
         after = sample("enrich_rate_limited_requests_total", client_id=caller.client_id)
         assert after == before + 3
 
-    async def test_redis_failures_are_counted(self, running: RunningApp) -> None:
-        before = sample("enrich_redis_errors_total", event="cache.redis_failed")
-        structlog.get_logger("test").warning("cache.redis_failed", error="ConnectionError")
-        assert sample("enrich_redis_errors_total", event="cache.redis_failed") == before + 1
+    async def test_redis_failures_are_counted(
+        self, app_factory: AppFactory, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        # Nothing listens on port 1: every Redis call of the request fails and is logged.
+        app = await app_factory(redis_url="redis://127.0.0.1:1/0", log_format="json")
+        client = await make_client_on(app, "profiles:read")
+        headers = {"Authorization": f"Bearer {await fetch_token(app.http, client)}"}
+        events = ("cache.redis_failed", "ratelimit.redis_failed")
+        before = {event: sample("enrich_redis_errors_total", event=event) for event in events}
+        capfd.readouterr()
+        answer = await app.http.post(ENRICH, json=GUEST, headers=headers)
+        assert answer.status_code == 200  # answered from the database
+        logged = Counter(
+            record["event"]
+            for line in capfd.readouterr().err.splitlines()
+            if line.startswith("{") and (record := json.loads(line))["event"] in events
+        )
+        assert logged["cache.redis_failed"] >= 1, logged
+        counted = {
+            event: sample("enrich_redis_errors_total", event=event) - before[event]
+            for event in events
+        }
+        assert counted == {event: logged[event] for event in events}
 
     async def test_the_pool_gauges_follow_connections_in_use(self, running: RunningApp) -> None:
         from app.platform.metrics import sample_pool

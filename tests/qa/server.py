@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,10 +19,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures.service import free_port
+from tests.fixtures.service import ENRICH, free_port, service_env
 
-BIN = Path(sys.executable).parent
-ENRICH = BIN / "enrich"
+BIN = ENRICH.parent
 ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = ROOT / "node_modules" / ".bin"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -72,18 +69,16 @@ class LiveServer:
 
 
 def server_env(database_url: str, port: int, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICH_")}
-    env.update(
-        ENRICH_DATABASE_URL=database_url,
-        ENRICH_PUBLIC_URL=f"http://127.0.0.1:{port}",
-        ENRICH_HOST="127.0.0.1",
-        ENRICH_PORT=str(port),
-        ENRICH_ENVIRONMENT="test",
-        ENRICH_LOG_LEVEL="WARNING",
-        # Node tools must not look for a proxy or phone home.
-        NO_UPDATE_NOTIFIER="1",
+    env = service_env(
+        {
+            "ENRICH_DATABASE_URL": database_url,
+            "ENRICH_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "ENRICH_HOST": "127.0.0.1",
+            "ENRICH_PORT": str(port),
+            **{f"ENRICH_{name.upper()}": value for name, value in settings.items()},
+        }
     )
-    env.update({f"ENRICH_{name.upper()}": value for name, value in settings.items()})
+    env["NO_UPDATE_NOTIFIER"] = "1"  # Node tools must not look for a proxy or phone home.
     return env
 
 

@@ -6,6 +6,7 @@ import csv
 import shutil
 from pathlib import Path
 
+from tests.fixtures.service import RecordProperty
 from tests.qa.server import BIN, DEMO_PROFILES, ROOT, LiveServer, require
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -21,7 +22,7 @@ EXPECTED = {
 
 class TestLocustSmoke:
     def test_fifteen_seconds_of_the_production_mix_without_a_failure(
-        self, sqlite_server: LiveServer, artifacts: Path
+        self, sqlite_server: LiveServer, artifacts: Path, record_property: RecordProperty
     ) -> None:
         out = sqlite_server.workdir / "locust"
         out.mkdir()
@@ -57,7 +58,10 @@ class TestLocustSmoke:
         with (out / "smoke_stats.csv").open() as handle:
             rows = {row["Name"]: row for row in csv.DictReader(handle)}
         total = rows.pop("Aggregated")
+        # How many requests 15 s held depends on the machine: reported, not asserted (the
+        # service's speed is measured in bench/). That it ran the whole mix is asserted.
+        record_property("requests", int(total["Request Count"]))
         assert int(total["Failure Count"]) == 0, total
-        assert int(total["Request Count"]) > 300, total
         assert EXPECTED <= set(rows), sorted(rows)
+        assert all(int(rows[name]["Request Count"]) > 0 for name in EXPECTED), rows
         assert (out / "smoke.html").stat().st_size > 10_000

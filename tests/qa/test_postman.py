@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.qa.server import ENRICH, NODE_BIN, LiveServer, require
+from tests.fixtures.service import ENRICH
+from tests.qa.server import NODE_BIN, LiveServer, require
 
 NEWMAN = NODE_BIN / "newman"
 

@@ -16,21 +16,23 @@ the reads after an import: if one goes, the import dropped it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from tests.fixtures.servers import PrivatePostgres, PrivateRedis, ServiceFactory
-from tests.fixtures.service import RawResponse, RecordProperty, Service, Summary, bearer_headers
-from tests.fixtures.workers import run_beside
+from tests.fixtures.service import RecordProperty, Service, Summary, bearer_headers
+from tests.fixtures.workers import (
+    CRM_ID,
+    EMAIL,
+    Check,
+    ask_everywhere,
+    run_beside,
+    tier_is,
+)
 
 WORKERS = 2
-EMAIL = "jane@example.com"
-CRM_ID = "C-100"
-# A guest is asked for the way Personalize does: by any of its identifiers.
-QUESTIONS = ({"email": EMAIL}, {"crm_id": CRM_ID}, {"guest_ref": "g-unknown", "email": EMAIL})
 LONG_TTL = "3600"
 CACHE_SETTINGS = {
     "cache_l1_ttl_seconds": LONG_TTL,
@@ -39,12 +41,6 @@ CACHE_SETTINGS = {
 }
 # Other guests in every file: a file is seldom one record.
 OTHERS = [{"identifiers": {"email": f"guest-{n}@example.com"}} for n in range(20)]
-
-Check = Callable[[dict[str, Any]], bool]
-
-
-def tier_is(value: str) -> Check:
-    return lambda answer: answer["found"] and answer["traits"].get("tier") == value
 
 
 def unknown(answer: dict[str, Any]) -> bool:
@@ -85,39 +81,6 @@ IMPORTS = [
 ]
 
 
-@dataclass
-class Tally:
-    reads: int = 0
-    stale: list[str] = field(default_factory=list)
-    imports: int = 0
-    workers: Counter[int | None] = field(default_factory=Counter)
-
-
-def served_a_hit(answers: list[RawResponse]) -> bool:
-    # After a hit (from L1, or from L2, which fills L1) the worker's L1 holds the answer.
-    return any(a.headers.get("x-cache") == "hit" for a in answers)
-
-
-async def ask_everywhere(
-    service: Service, headers: dict[str, str], tally: Tally, *, until_hits: bool = False
-) -> list[tuple[dict[str, str], RawResponse, dict[str, Any]]]:
-    """Every question, on new connections, until each worker answered it twice (and, with
-    ``until_hits``, answered it from its cache)."""
-    answers = []
-    for identifiers in QUESTIONS:
-
-        def ask(identifiers: dict[str, str] = identifiers) -> Awaitable[RawResponse]:
-            return service.enrich_on_new_connection(headers, identifiers)
-
-        until = served_a_hit if until_hits else None
-        for response in await service.on_every_worker(ask, per_worker=2, until=until):
-            assert response.status == 200, response.body
-            tally.reads += 1
-            tally.workers[response.worker] += 1
-            answers.append((identifiers, response, orjson.loads(response.body)))
-    return answers
-
-
 async def run_import(service: Service, step: Import, n: int) -> None:
     """``enrich import`` of a file holding the guest among others, to its end."""
     path = service.directory / f"import-{n}.ndjson"
@@ -144,32 +107,34 @@ class TestImportReachesEveryWorker:
             database, private_redis.url, workers=WORKERS, **CACHE_SETTINGS
         )
         headers = await bearer_headers(service, database, "profiles:read")
-        tally = Tally()
+        readers: Counter[int | None] = Counter()
+        stale: list[str] = []
+        imports = 0
         expected: Check = unknown
 
         for n, step in enumerate(IMPORTS):
             # Every worker holds the current answer in L1 (each answered it as a hit).
-            before = await ask_everywhere(service, headers, tally, until_hits=True)
+            before = await ask_everywhere(service, headers, readers, until_hits=True)
             assert all(expected(answer) for _, _, answer in before), (step.name, before[0])
             await run_import(service, step, n)
-            tally.imports += 1
+            imports += 1
             expected = step.expect
-            for asked, response, answer in await ask_everywhere(service, headers, tally):
+            for asked, response, answer in await ask_everywhere(service, headers, readers):
                 if not expected(answer):
                     seen = f"found={answer['found']} traits={answer['traits']}"
-                    tally.stale.append(f"{step.name} {asked} worker={response.worker}: {seen}")
-            if tally.stale:
+                    stale.append(f"{step.name} {asked} worker={response.worker}: {seen}")
+            if stale:
                 break  # the next import would start from answers this one left wrong
 
         summary = Summary(
             "e2e: import-then-read",
             {
-                "workers": len([w for w in tally.workers if w is not None]),
-                "imports": tally.imports,
-                "reads": tally.reads,
-                "stale_reads": len(tally.stale),
+                "workers": len([w for w in readers if w is not None]),
+                "imports": imports,
+                "reads": sum(readers.values()),
+                "stale_reads": len(stale),
             },
         )
         summary.report(record_property)
-        assert summary.figures["workers"] == WORKERS, tally.workers
-        assert not tally.stale, "\n".join(tally.stale)
+        assert summary.figures["workers"] == WORKERS, readers
+        assert not stale, "\n".join(stale)

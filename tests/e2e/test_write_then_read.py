@@ -9,8 +9,8 @@ checked, and each is repeated, so "every time" means something.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -23,21 +23,15 @@ from tests.fixtures.servers import (
     ServiceFactory,
 )
 from tests.fixtures.service import (
-    RawResponse,
     RecordProperty,
     Service,
     Summary,
     bearer_headers,
 )
+from tests.fixtures.workers import CRM_ID, EMAIL, Check, ask_everywhere, tier_is
 
 WORKERS = 2
 ROUNDS = 3
-EMAIL = "jane@example.com"
-CRM_ID = "C-100"
-# A guest is asked for the way Personalize does: by any of its identifiers.
-QUESTIONS = ({"email": EMAIL}, {"crm_id": CRM_ID}, {"guest_ref": "g-unknown", "email": EMAIL})
-
-Check = Callable[[dict[str, Any]], bool]
 
 
 @dataclass
@@ -58,10 +52,6 @@ def event_time(n: int) -> datetime:
 def last_order_at(answer: dict[str, Any]) -> datetime | None:
     value = answer["metrics"].get("last_order_at") if answer["found"] else None
     return datetime.fromisoformat(value) if value else None
-
-
-def tier_is(value: str) -> Check:
-    return lambda answer: answer["found"] and answer["traits"].get("tier") == value
 
 
 WRITES = [
@@ -117,39 +107,6 @@ WRITES = [
 ]
 
 
-@dataclass
-class Tally:
-    reads: int = 0
-    stale: list[str] = field(default_factory=list)
-    writes: int = 0
-    workers: Counter[int | None] = field(default_factory=Counter)
-
-
-def served_a_hit(answers: list[RawResponse]) -> bool:
-    # After a hit (from L1, or from L2, which fills L1) the worker's L1 holds the answer.
-    return any(a.headers.get("x-cache") == "hit" for a in answers)
-
-
-async def ask_everywhere(
-    service: Service, headers: dict[str, str], tally: Tally, *, until_hits: bool = False
-) -> list[tuple[RawResponse, dict[str, Any]]]:
-    """Every question, on new connections, until each worker answered it twice (and, with
-    ``until_hits``, answered it from its cache: two answers at once may both be misses)."""
-    answers = []
-    for identifiers in QUESTIONS:
-
-        def ask(identifiers: dict[str, str] = identifiers) -> Awaitable[RawResponse]:
-            return service.enrich_on_new_connection(headers, identifiers)
-
-        until = served_a_hit if until_hits else None
-        for response in await service.on_every_worker(ask, per_worker=2, until=until):
-            assert response.status == 200, response.body
-            tally.reads += 1
-            tally.workers[response.worker] += 1
-            answers.append((response, orjson.loads(response.body)))
-    return answers
-
-
 async def write(service: Service, headers: dict[str, str], step: Write, n: int) -> None:
     body = step.body(n)
     response = await service.request_on_new_connection(
@@ -172,31 +129,33 @@ class TestWriteThenReadOnAnotherWorker:
         database = private_pg.create_database()
         service = await services.start(database, private_redis.url, workers=WORKERS)
         headers = await bearer_headers(service, database)
-        tally = Tally()
+        readers: Counter[int | None] = Counter()
+        stale: list[str] = []
+        writes = 0
         await write(service, headers, WRITES[0], -1)
         expected = WRITES[0].expect(-1)
 
         for n in range(ROUNDS):
             for step in WRITES:
                 # Every worker holds the current answer in L1 (each answered it as a hit).
-                before = await ask_everywhere(service, headers, tally, until_hits=True)
-                assert all(expected(answer) for _, answer in before), (step.name, before[0][1])
+                before = await ask_everywhere(service, headers, readers, until_hits=True)
+                assert all(expected(answer) for _, _, answer in before), (step.name, before[0][2])
                 await write(service, headers, step, n)
-                tally.writes += 1
+                writes += 1
                 expected = step.expect(n)
-                for response, answer in await ask_everywhere(service, headers, tally):
+                for _, response, answer in await ask_everywhere(service, headers, readers):
                     if not expected(answer):
-                        tally.stale.append(f"{step.name}#{n} worker={response.worker} {answer}")
+                        stale.append(f"{step.name}#{n} worker={response.worker} {answer}")
 
         summary = Summary(
             "e2e: write-then-read",
             {
-                "workers": len([w for w in tally.workers if w is not None]),
-                "writes": tally.writes,
-                "reads": tally.reads,
-                "stale_reads": len(tally.stale),
+                "workers": len([w for w in readers if w is not None]),
+                "writes": writes,
+                "reads": sum(readers.values()),
+                "stale_reads": len(stale),
             },
         )
         summary.report(record_property)
-        assert summary.figures["workers"] == WORKERS, tally.workers
-        assert tally.stale == [], tally.stale[:5]
+        assert summary.figures["workers"] == WORKERS, readers
+        assert stale == [], stale[:5]

@@ -28,6 +28,7 @@ from app.profiles.documents import PreparedProfile
 from app.profiles.schemas import ProfileDocument
 from tests.conftest import Backend, run_sync
 from tests.fixtures.databases import truncate_all
+from tests.fixtures.polling import HANG_GUARD_SECONDS
 from tests.profiles.helpers import Sessions, person, stored_profiles
 
 
@@ -336,7 +337,9 @@ class TestInitialLoadLocking:
             transaction = reader.transaction()
             await transaction.start()
             await reader.execute("LOCK TABLE identifiers IN ACCESS SHARE MODE")
-            async with asyncio.timeout(initial.LOCK_WAIT_SECONDS + 8):
+            # Queued behind the reader, the import would wait as long as the test holds it:
+            # the bound is a hang guard (the route gives up after LOCK_WAIT_SECONDS).
+            async with asyncio.timeout(initial.LOCK_WAIT_SECONDS + HANG_GUARD_SECONDS):
                 report = await importer.import_file(path, backend.settings())
             await transaction.rollback()
         finally:

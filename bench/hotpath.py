@@ -251,6 +251,7 @@ def run(args: argparse.Namespace) -> tuple[list[Result], dict[str, list[float]]]
     results: list[Result] = []
     rounds: dict[str, list[Result]] = {}
     c, s = args.connections, args.seconds
+    OUT.mkdir(parents=True, exist_ok=True)  # (a fresh checkout has no bench/out yet)
     body_file = OUT / "hotpath-answer.json"
     try:
         server = enrich_server(base_env)

@@ -8,7 +8,7 @@ PIP := $(BIN)/pip install -q --disable-pip-version-check
 # uv resolves the locks (requirements/README.md): every platform, hashes of every file.
 LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 --native-tls
 
-.PHONY: install run test lint lock lock-upgrade bench-token image-smoke
+.PHONY: install run test lint lock lock-upgrade bench-token image-smoke mutation
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ lint: install
 
 bench-token: install
 	$(BIN)/python bench/token_bench.py
+
+# Mutation testing of the modules where a silent mistake costs most (docs/mutation.md): every
+# group, or MODULES="app/events/service.py ..." for the groups of those modules; RETEST=1 tests
+# the surviving mutants again. Two workers at the lowest priority; not part of make test.
+MODULES ?=
+RETEST ?=
+mutation: install
+	nice -n 19 $(BIN)/python tests/mutation/run.py --max-children 2 $(if $(RETEST),--retest) $(MODULES)
 
 # The container image built on a Debian base and run as the compose stack, with a smoke against
 # it (README: "The image, built and run"). As root; not part of make test (several minutes cold).

@@ -55,11 +55,14 @@ bench-token: install
 
 # Mutation testing of the modules where a silent mistake costs most (docs/mutation.md): every
 # group, or MODULES="app/events/service.py ..." for the groups of those modules; RETEST=1 tests
-# the surviving mutants again. Two workers at the lowest priority; not part of make test.
+# the surviving mutants again; MUTANTS="'*EventRepository*claim*' ..." only those mutants (of
+# groups run before). Two workers at the lowest priority; not part of make test.
 MODULES ?=
 RETEST ?=
+MUTANTS ?=
 mutation: install
-	nice -n 19 $(BIN)/python tests/mutation/run.py --max-children 2 $(if $(RETEST),--retest) $(MODULES)
+	nice -n 19 $(BIN)/python tests/mutation/run.py --max-children 2 $(if $(RETEST),--retest) \
+		$(foreach m,$(MUTANTS),--mutants $(m)) $(MODULES)
 
 # The container image built on a Debian base and run as the compose stack, with a smoke against
 # it (README: "The image, built and run"). As root; not part of make test (several minutes cold).

@@ -16,6 +16,7 @@ from app.apidocs.ui import install_docs
 from app.auth.router import install_oauth_errors
 from app.auth.router import router as auth_router
 from app.core.addresses import NetworkSet
+from app.core.certs import take_forwarded_certificate
 from app.core.errors import install_handlers
 from app.core.openapi import keep_example_nulls
 from app.core.settings import Settings, get_settings
@@ -24,6 +25,7 @@ from app.enrich.fastpath import PATH as FAST_PATH
 from app.enrich.fastpath import EnrichFastPath, FastParts
 from app.enrich.router import router as enrich_router
 from app.events.router import router as events_router
+from app.experiences.router import router as experiences_router
 from app.health.router import router as health_router
 from app.platform.logging import access_log_for, configure_logging
 from app.platform.metrics import request_metrics
@@ -70,12 +72,17 @@ class EnrichAPI(FastAPI):
 
     fast_path: ASGIApp | None = None
     fast_parts: FastParts | None = None  # set by the lifespan; until then all falls through
+    # The header a trusted proxy forwards client certificates in, and the proxies (none: off).
+    cert_header: bytes | None = None
+    cert_proxies: NetworkSet = NetworkSet(())
 
     def serve_enrich_fast(self, make: Callable[..., ASGIApp]) -> None:
         """Put ``make(app, fastapi_app)`` in front; what it passes on gets the whole stack."""
         self.fast_path = make(partial(FastAPI.__call__, self), self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.cert_header is not None and scope["type"] == "http":
+            take_forwarded_certificate(scope, self.cert_header, self.cert_proxies)  # type: ignore[arg-type]
         if self.fast_path is not None and scope["type"] == "http" and scope["path"] == FAST_PATH:
             await self.fast_path(scope, receive, send)
         else:
@@ -125,6 +132,7 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(enrich_router)
     app.include_router(profiles_router)
     app.include_router(events_router)
+    app.include_router(experiences_router)
     app.include_router(health_router)
     keep_example_nulls(app)  # FastAPI drops nulls from examples (an unknown guest's answer)
 
@@ -146,3 +154,6 @@ def install_middleware(app: EnrichAPI, settings: Settings) -> None:
     app.serve_enrich_fast(
         partial(EnrichFastPath, access=access, body_limit=settings.max_body_bytes)
     )
+    if settings.client_cert_header:
+        app.cert_header = settings.client_cert_header.lower().encode("ascii")
+        app.cert_proxies = NetworkSet.parse(settings.trusted_proxies)

@@ -13,30 +13,41 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
-import redis.asyncio as redis
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.auth.apikeys import ApiKeyAuth
+from app.auth.certauth import CertificateAuthorities
 from app.auth.guard import ClientPolicies, Guard
-from app.auth.service import AuthFailureThrottle, KeyService
+from app.auth.service import AuthFailureThrottle
+from app.auth.signing_keys import KeyService
 from app.auth.sync import AuthStateSync
 from app.auth.tokens import KeyRing, RevocationView, TokenIssuer, TokenVerifier, grace_for
 from app.core.addresses import NetworkSet
 from app.core.db import create_engine, create_sessionmaker
 from app.core.parts import Parts
+from app.core.replica_reads import ReadSessions, ReplicaRouter
+from app.core.replicas import ReplicaProbe, WriteMarks
 from app.core.settings import Settings
 from app.enrich.cache.bus import InvalidationBus
-from app.enrich.cache.l1 import L1Cache
+from app.enrich.cache.l1 import L1Cache, dep_digest
 from app.enrich.cache.remote import invalidation_channel
-from app.enrich.cache.store import EnrichCache, Lookup
+from app.enrich.cache.store import EnrichCache, Lookup, Replicas
 from app.enrich.fastpath import FastParts
 from app.enrich.repository import PgLookup, first_match, reader
+from app.enrich.views.registry import ViewRegistry
+from app.experiences.client import PersonalizeClient
+from app.experiences.service import Relay, default_selection
 from app.health.router import MetricsGate
+from app.platform import redis_client
 from app.platform.kv import Cache, RedisCache, create_cache
-from app.platform.metrics import MetricsFlusher
-from app.platform.ratelimit import Limit, Limiter, LocalLimiter, RedisLimiter
+from app.platform.metrics import MetricsFlusher, ReplicaMetrics, request_metrics
+from app.platform.ratelimit import TAKE, Limit, Limiter, LocalLimiter, RedisLimiter
 from app.platform.redis_pipe import RedisPipe
 from app.platform.shutdown import Drain
 from app.profiles.writes import Invalidation
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -63,8 +74,13 @@ class Runtime:
     verifier: TokenVerifier
     throttle: AuthFailureThrottle
     auth_sync: AuthStateSync
+    api_keys: ApiKeyAuth
+    views: ViewRegistry
     enrich_cache: EnrichCache
     ops: Operations
+    relay: Relay
+    reads: ReadSessions
+    authorities: CertificateAuthorities
 
     def parts(self) -> Parts:
         """The parts routes ask for by type."""
@@ -72,17 +88,22 @@ class Runtime:
         parts.add(Settings, self.settings)
         parts.add(AsyncEngine, self.engine)
         parts.add(async_sessionmaker, self.sessionmaker)
+        parts.add(ReadSessions, self.reads)
         parts.add(Cache, self.cache)  # type: ignore[type-abstract]  # (by its interface)
         parts.add(KeyRing, self.keyring)
         parts.add(TokenIssuer, self.issuer)
         parts.add(TokenVerifier, self.verifier)
         parts.add(AuthFailureThrottle, self.throttle)
         parts.add(AuthStateSync, self.auth_sync)
+        parts.add(ApiKeyAuth, self.api_keys)
+        parts.add(CertificateAuthorities, self.authorities)
         parts.add(Guard, self.ops.guard)
         parts.add(Drain, self.ops.drain)
         parts.add(MetricsGate, self.ops.metrics)
         parts.add(EnrichCache, self.enrich_cache)
+        parts.add(ViewRegistry, self.views)
         parts.add(Invalidation, Invalidation(self.enrich_cache.invalidate))
+        parts.add(Relay, self.relay)
         return parts
 
     def fast_parts(self) -> FastParts:
@@ -91,6 +112,9 @@ class Runtime:
             guard=self.ops.guard,
             cache=self.enrich_cache,
             phone_region=self.settings.default_phone_region,
+            views=self.views,
+            api_keys=self.api_keys,
+            api_key_header=self.settings.api_key_header.lower().encode("latin-1"),
         )
 
 
@@ -103,24 +127,22 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         sessionmaker = create_sessionmaker(engine)
         cache = create_cache(settings)
         stack.push_async_callback(cache.close)
+        if isinstance(cache, RedisCache):
+            await cache.prepare(TAKE)  # (on a cluster: its slot map, scripts on every master)
         keyring = KeyRing(settings.token_ttl_seconds, grace_for(settings.key_refresh_seconds))
         revocations = RevocationView()
         ops = await stack.enter_async_context(open_operations(settings, cache, engine))
-        sync = AuthStateSync(
-            sessionmaker,
-            keyring,
-            revocations,
-            settings.revocation_poll_seconds,
-            settings.key_refresh_seconds,
-            ops.policies,
+        views = ViewRegistry(settings.views_max_bytes)
+        sync, api_keys = await load_auth_state(
+            settings, sessionmaker, keyring, revocations, ops, views
         )
-        async with sessionmaker() as session:
-            await KeyService(session).ensure_active(settings.signing_algorithm)
-            await session.commit()
-        await sync.refresh()
-        enrich_cache = await stack.enter_async_context(open_enrich_cache(settings, engine, cache))
+        replicas = await stack.enter_async_context(open_replicas(settings))
+        enrich_cache = await stack.enter_async_context(
+            open_enrich_cache(settings, engine, cache, replicas)
+        )
         sync.start()
         stack.push_async_callback(sync.stop)
+        relay = await stack.enter_async_context(open_relay(settings, enrich_cache))
         yield Runtime(
             settings=settings,
             engine=engine,
@@ -145,9 +167,125 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 settings.auth_failure_window_seconds,
             ),
             auth_sync=sync,
+            api_keys=api_keys,
+            views=views,
             enrich_cache=enrich_cache,
             ops=ops,
+            relay=relay,
+            reads=read_sessions(sessionmaker, replicas),
+            authorities=CertificateAuthorities(settings.client_ca_certs or None),
         )
+
+
+async def load_auth_state(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    keyring: KeyRing,
+    revocations: RevocationView,
+    ops: Operations,
+    views: ViewRegistry,
+) -> tuple[AuthStateSync, ApiKeyAuth]:
+    """The signing keys, revocations, client policies, API keys and views, read once (an
+    active signing key made first if there is none); the sync that keeps them fresh (views
+    ride on its poll), not started."""
+    sync = AuthStateSync(
+        sessionmaker,
+        keyring,
+        revocations,
+        settings.revocation_poll_seconds,
+        settings.key_refresh_seconds,
+        ops.policies,
+    )
+    api_keys = ApiKeyAuth(sessionmaker, revocations, settings.api_key_cache_max_bytes)
+    sync.api_keys = api_keys
+    sync.riders.append(views.refresh)
+    async with sessionmaker() as session:
+        await KeyService(session).ensure_active(settings.signing_algorithm)
+        await session.commit()
+    await sync.refresh()
+    return sync, api_keys
+
+
+def read_sessions(
+    primary: async_sessionmaker[AsyncSession], replicas: ReplicaParts | None
+) -> ReadSessions:
+    if replicas is None:
+        return ReadSessions(primary)
+    return ReadSessions(
+        primary,
+        replicas.router,
+        replicas.sessionmakers,
+        dep_digest,  # type: ignore[arg-type]
+        timeout=replicas.router.probe.timeout,
+    )
+
+
+@dataclass
+class ReplicaParts:
+    """The read replicas: the marks and the probe behind the router, a lookup pool and an
+    engine on each replica."""
+
+    router: ReplicaRouter
+    lookups: list[Lookup]
+    sessionmakers: list[async_sessionmaker[AsyncSession]]
+    metrics: ReplicaMetrics  # (held here: the metrics hold their sources weakly)
+
+
+@asynccontextmanager
+async def open_replicas(settings: Settings) -> AsyncIterator[ReplicaParts | None]:
+    """None without replica URLs. The probe starts once the cache's bus does
+    (``open_enrich_cache``): until it says which replica has what, the primary answers."""
+    urls = settings.replica_urls
+    if not urls:
+        yield None
+        return
+    async with AsyncExitStack() as stack:
+        marks = WriteMarks(settings.database_replica_marks)
+        probe = ReplicaProbe(
+            settings.database_url,
+            urls,
+            marks,
+            lambda: router.gate(),
+            interval=settings.database_replica_probe_seconds,
+            max_lag=settings.database_replica_max_lag_seconds,
+            timeout=min(settings.db_pool_timeout, 1.0),
+            pgbouncer=settings.database_pgbouncer,
+        )
+        router = ReplicaRouter(marks, probe, lambda: False)  # (the cache sets the gate)
+        stack.push_async_callback(probe.stop)
+        lookups: list[Lookup] = []
+        makers = []
+        size = settings.database_replica_pool_size
+        for url in urls:
+            lookup = await PgLookup.create(settings, url, size)
+            stack.push_async_callback(lookup.close)
+            lookups.append(lookup)
+            replica_engine = create_engine(settings, url, size)
+            stack.push_async_callback(replica_engine.dispose)
+            makers.append(create_sessionmaker(replica_engine))
+        metrics = ReplicaMetrics(router)
+        request_metrics.add_source(metrics)
+        yield ReplicaParts(router, lookups, makers, metrics)
+
+
+@asynccontextmanager
+async def open_relay(settings: Settings, enrich_cache: EnrichCache) -> AsyncIterator[Relay]:
+    """The Interactive Experience relay: the guest lookup, and one HTTP client for Personalize
+    per process (its connection pool), closed at exit."""
+    selection = default_selection(settings.experience_fields)  # a typo stops the start
+    client = PersonalizeClient(settings.personalize_api_url, settings.personalize_timeout_ms)
+    if not client.configured:
+        log.info("experiences.relay_off", reason="ENRICH_PERSONALIZE_API_URL is not set")
+    try:
+        yield Relay(
+            enrich_cache,
+            client,
+            selection,
+            settings.experience_params_max_chars,
+            settings.default_phone_region,
+        )
+    finally:
+        await client.aclose()
 
 
 @asynccontextmanager
@@ -176,7 +314,7 @@ async def open_operations(
         limiter=limiter,
         metrics=MetricsGate(NetworkSet.parse(settings.metrics_allow_networks)),
         drain=Drain(settings.shutdown_drain_seconds),
-        flusher=MetricsFlusher(engine) if settings.metrics_enabled else None,
+        flusher=MetricsFlusher(engine, settings.workers) if settings.metrics_enabled else None,
     )
     async with AsyncExitStack() as stack:
         if limiter is not None:
@@ -192,7 +330,7 @@ async def open_operations(
 
 @asynccontextmanager
 async def open_enrich_cache(
-    settings: Settings, engine: AsyncEngine, cache: Cache
+    settings: Settings, engine: AsyncEngine, cache: Cache, replicas: ReplicaParts | None = None
 ) -> AsyncIterator[EnrichCache]:
     """The two-level cache: L1 here, L2 in Redis, the bus between workers, the lookup below."""
     async with AsyncExitStack() as stack:
@@ -206,9 +344,7 @@ async def open_enrich_cache(
         subscriber = None
         if l2 is not None and settings.cache_enabled:
             # Its own connection: a subscription blocks on reads, unlike the short-timeout pool.
-            subscriber = redis.Redis.from_url(
-                settings.redis_dsn or "", socket_connect_timeout=settings.redis_connect_timeout
-            )
+            subscriber = redis_client.connect_bus(settings)
             stack.push_async_callback(subscriber.aclose)
         bus = InvalidationBus(
             l1,
@@ -226,14 +362,22 @@ async def open_enrich_cache(
             lookup = partial(first_match, reader(engine))
         pipe = None
         dsn = settings.redis_dsn
-        if l2 is not None and settings.cache_enabled and dsn and RedisPipe.supports(dsn):
+        # Not on a cluster: its reads go by slot to several nodes, through redis-py.
+        single = not settings.redis_cluster
+        if l2 is not None and settings.cache_enabled and dsn and single and RedisPipe.supports(dsn):
             pipe = RedisPipe(
                 dsn,
                 connect_timeout=settings.redis_connect_timeout,
                 timeout=min(settings.redis_socket_timeout, settings.deadline_ms / 1000),
             )
-        enrich_cache = EnrichCache(settings, lookup, l2, bus, l1, pipe)
+        on_replicas = Replicas(replicas.router, replicas.lookups) if replicas else None
+        enrich_cache = EnrichCache(settings, lookup, l2, bus, l1, pipe, on_replicas)
         stack.push_async_callback(enrich_cache.close)  # (it closes the pipe it was given)
         await bus.start()
         stack.push_async_callback(bus.stop)
+        if replicas is not None:
+            # A replica answers here only while this process hears every write.
+            replicas.router.gate = enrich_cache.hears_every_write
+            bus.on_write = replicas.router.marks.note
+            await replicas.router.probe.start()
         yield enrich_cache

@@ -31,7 +31,7 @@ import httpx
 import orjson
 from common import OUT, create_database, data_file, database_exists, pg_url
 
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from app.core.db import create_engine, create_sessionmaker
 from app.core.migrate import upgrade
 from app.core.settings import Settings
@@ -107,8 +107,8 @@ def start_server(url: str, port: int, cache: bool) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 30
+def wait_ready(base: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:

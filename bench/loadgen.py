@@ -26,23 +26,30 @@ except ImportError:  # pragma: no cover - plain asyncio works too, a little slow
     uvloop = None
 
 
+Answer = tuple[int, str]  # the status, and the X-Cache header ("" when none)
+
+
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
 
-    async def request(self, payload: bytes) -> int:
+    async def request(self, payload: bytes) -> Answer:
         self.writer.write(payload)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
+        cache = ""
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value)
+            elif name == b"x-cache":
+                cache = value.strip().decode()
         if length:
             await self.reader.readexactly(length)
-        return status
+        return status, cache
 
 
 class Client:
@@ -55,35 +62,36 @@ class Client:
         self.idle: list[Connection] = []
         self.slots = asyncio.Semaphore(max_connections)
 
-    def payload(self, body: bytes) -> bytes:
+    def payload(self, body: bytes, path: str | None = None, token: str | None = None) -> bytes:
+        """A POST of ``body`` to the client's path (or ``path``), with its token (or ``token``)."""
         return (
-            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Authorization: Bearer {self.token}\r\nContent-Type: application/json\r\n"
+            f"POST {path or self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: Bearer {token or self.token}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
 
-    async def send(self, payload: bytes) -> int:
+    async def send(self, payload: bytes) -> Answer:
         async with self.slots:
             connection = self.idle.pop() if self.idle else None
             if connection is not None:
                 try:
-                    status = await connection.request(payload)
+                    answer = await connection.request(payload)
                 except (ConnectionError, asyncio.IncompleteReadError):
                     # The server closed an idle keep-alive connection: as any client, retry
                     # once on a new one (the latency still counts from the due time).
                     connection.writer.close()
                 else:
                     self.idle.append(connection)
-                    return status
+                    return answer
             reader, writer = await asyncio.open_connection(self.host, self.port)
             connection = Connection(reader, writer)
             try:
-                status = await connection.request(payload)
+                answer = await connection.request(payload)
             except BaseException:
                 writer.close()
                 raise
             self.idle.append(connection)
-            return status
+            return answer
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -103,7 +111,7 @@ async def open_loop(client: Client, payloads: list[bytes], rate: float, seconds:
 
     async def one(due: float, payload: bytes) -> None:
         try:
-            status = await client.send(payload)
+            status, _ = await client.send(payload)
         except Exception as exc:
             errors.append(type(exc).__name__)
             return
@@ -135,7 +143,7 @@ async def closed_loop(client: Client, payloads: list[bytes], workers: int, secon
         while time.perf_counter() < stop:
             began = time.perf_counter()
             try:
-                status = await client.send(next(cycle))
+                status, _ = await client.send(next(cycle))
             except Exception as exc:
                 errors.append(type(exc).__name__)
                 continue

@@ -41,7 +41,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import Request
 
 from app.auth.bearer import Authorizer, bearer_token, require_scope
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from app.auth.tokens import Principal
 from app.core.migrate import upgrade
 from app.core.settings import Settings

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,13 @@ from tests.fixtures.databases import (
     flush_prefix_at,
     truncate_all,
 )
-from tests.fixtures.service import RELAXED_DEADLINE_MS
+from tests.fixtures.redis_cluster import redis_cluster  # noqa: F401  (fixture, session-wide)
+from tests.fixtures.service import (
+    RELAXED_DB_POOL_TIMEOUT_SECONDS,
+    RELAXED_DEADLINE_MS,
+    RELAXED_REDIS_TIMEOUT_SECONDS,
+    RELAXED_STATEMENT_TIMEOUT_MS,
+)
 
 BACKENDS = ["sqlite", "postgres"]
 T = TypeVar("T")
@@ -86,9 +93,13 @@ class Backend:
             "redis_prefix": self.redis_prefix,
             "public_url": "http://testserver",
             "log_level": "WARNING",
-            # Generous, as for the services (tests/fixtures/servers.py); the tests of the
-            # deadline set their own.
+            # Generous timeouts, as for the services (tests/fixtures/service.py says why); the
+            # tests of a deadline or a timeout set their own.
             "deadline_ms": RELAXED_DEADLINE_MS,
+            "db_pool_timeout": RELAXED_DB_POOL_TIMEOUT_SECONDS,
+            "db_statement_timeout_ms": RELAXED_STATEMENT_TIMEOUT_MS,
+            "redis_connect_timeout": RELAXED_REDIS_TIMEOUT_SECONDS,
+            "redis_socket_timeout": RELAXED_REDIS_TIMEOUT_SECONDS,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -138,7 +149,23 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
 
     yield factory
     for gen in reversed(stack):
-        await gen.aclose()
+        await close_app(gen)
+
+
+# An app that has not closed by then hangs (a hang guard: a loaded run once waited for ever
+# in this teardown); the failure shows what every task was waiting on.
+CLOSE_HANG_SECONDS = 120
+
+
+async def close_app(gen: AsyncIterator[RunningApp]) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_HANG_SECONDS):
+            await gen.aclose()  # type: ignore[attr-defined]  # (an async generator)
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        raise AssertionError(f"the app did not close:\n{stacks.getvalue()}") from None
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The audit log: client and key administration and profile erasures, never a secret.
+"""The audit log: client, key and view administration and profile erasures, never a secret.
 
 Entries are written in the transaction of the change they record, so an entry exists exactly
 when its change was committed.
@@ -17,15 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import AuditEvent
 from app.core.models.base import utcnow
+from app.platform.logging import correlation_id_var, request_id_var
 
 CLIENT_CREATED = "client.created"
 CLIENT_ROTATED = "client.rotated"
+CLIENT_CERTIFIED = "client.certified"
 CLIENT_DISABLED = "client.disabled"
 CLIENT_DELETED = "client.deleted"
 CLIENT_LIMITED = "client.limited"
 CLIENT_ALLOWLISTED = "client.allowlisted"
 KEY_ROTATED = "key.rotated"
 PROFILE_ERASED = "profile.erased"
+VIEW_CREATED = "view.created"
+VIEW_RETIRED = "view.retired"
+CLIENT_VIEW_SET = "client.view_set"
 
 # Who made a change when nobody said (a script calling the services directly); the command
 # line sets ``current_actor`` to the person running it.
@@ -76,6 +81,15 @@ class AuditLog:
         self.actor = actor or current_actor.get()
 
     async def record(self, action: str, target: str | None = None, **details: Any) -> None:
+        """Record a change; one made by a request names its request id and the caller's
+        correlation id (Personalize's X-Correlation-Id), so it can be matched to the access
+        line and to the caller's own logs."""
+        request_id = request_id_var.get()
+        if request_id:
+            details.setdefault("request_id", request_id)
+        correlation_id = correlation_id_var.get()
+        if correlation_id:
+            details.setdefault("correlation_id", correlation_id)
         await self.repo.add(self.actor, action, target, details)
 
     async def list(self, since: datetime | None = None, limit: int = 1000) -> list[AuditEvent]:

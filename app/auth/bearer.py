@@ -1,4 +1,5 @@
-"""Bearer authentication for routes: the token, the caller and its scopes (RFC 6750)."""
+"""Authentication for routes: a Bearer token (RFC 6750) or an API key, the caller and its
+scopes."""
 
 from __future__ import annotations
 
@@ -8,13 +9,22 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
-from fastapi.security import OAuth2
+from fastapi.security import APIKeyHeader, OAuth2
 from starlette.requests import HTTPConnection
 
+from app.auth.apikeys import ApiKeyAuth
 from app.auth.guard import Guard
 from app.auth.schemas import SCOPES
+from app.auth.service import AuthFailureThrottle
 from app.auth.sync import AuthStateSync
-from app.auth.tokens import MAX_AUTHORIZATION_BYTES, InvalidTokenError, Principal, TokenVerifier
+from app.auth.tokens import (
+    BOUND_ELSEWHERE,
+    MAX_AUTHORIZATION_BYTES,
+    InvalidTokenError,
+    Principal,
+    TokenVerifier,
+)
+from app.core.certs import CERT_KEY
 from app.core.errors import AppError
 from app.core.parts import part
 from app.platform.middleware import CLIENT_ID_KEY
@@ -70,6 +80,31 @@ class BearerToken(OAuth2):
 
 bearer_token = BearerToken()
 
+DEFAULT_API_KEY_HEADER = "X-API-Key"
+
+
+class ApiKeyHeader(APIKeyHeader):
+    """Reads the API key from the header ENRICH_API_KEY_HEADER names (``X-API-Key``)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            name=DEFAULT_API_KEY_HEADER,
+            scheme_name="APIKey",
+            description=(
+                "A client's API key (`enrich clients api-key create`), in X-API-Key unless "
+                "ENRICH_API_KEY_HEADER names another header. The weaker option: prefer OAuth."
+            ),
+            auto_error=False,
+        )
+
+    async def __call__(self, request: HTTPConnection) -> str | None:
+        settings = getattr(request.app.state, "settings", None)
+        name = settings.api_key_header if settings is not None else DEFAULT_API_KEY_HEADER
+        return request.headers.get(name) or None
+
+
+api_key_header = ApiKeyHeader()
+
 
 @dataclass(frozen=True)
 class Authorizer:
@@ -78,6 +113,20 @@ class Authorizer:
     verifier: TokenVerifier
     sync: AuthStateSync
     guard: Guard
+    api_keys: ApiKeyAuth | None = None
+    throttle: AuthFailureThrottle | None = None
+
+    async def authenticate_key(self, key: str, address: str) -> Principal:
+        """The API key's client; a wrong key counts as a failed authentication (429 when the
+        address failed too often), answered as a bad token is."""
+        assert self.api_keys is not None
+        try:
+            return await self.api_keys.authenticate(key)
+        except InvalidTokenError as exc:
+            if self.throttle is not None:
+                await self.throttle.check(None, address)
+                await self.throttle.failed(None, address)
+            raise BearerError(401, "invalid_token", str(exc)) from exc
 
     async def authenticate(self, token: str) -> Principal:
         """Verify ``token``; a token this process verified before costs a dictionary lookup."""
@@ -86,18 +135,28 @@ class Authorizer:
         except InvalidTokenError as exc:
             raise BearerError(401, "invalid_token", str(exc)) from exc
 
-    async def authorize(self, request: HTTPConnection, token: str | None, scope: str) -> Principal:
-        """The caller, or 401/403 per RFC 6750; then its allowlist (403) and rate limit (429)."""
-        if token is None:
+    async def authorize(
+        self, request: HTTPConnection, token: str | None, scope: str, api_key: str | None = None
+    ) -> Principal:
+        """The caller, or 401/403 per RFC 6750; then its allowlist (403) and rate limit (429).
+
+        A Bearer token wins over an API key sent with it."""
+        client = request.scope.get("client")
+        host = client[0] if client else None
+        if token is not None:
+            principal = await self.authenticate(token)
+            if principal.refuses(request.scope.get(CERT_KEY)):
+                raise BearerError(401, "invalid_token", BOUND_ELSEWHERE)
+        elif api_key is not None and self.api_keys is not None:
+            principal = await self.authenticate_key(api_key, host or "unknown")
+        else:
             raise BearerError(401, None, "an access token is required")
-        principal = await self.authenticate(token)
         if scope not in principal.scopes:
             raise BearerError(
                 403, "insufficient_scope", f"the token lacks the {scope} scope", scope=scope
             )
         request.scope[CLIENT_ID_KEY] = principal.client_id  # for the access line
-        client = request.scope.get("client")
-        await self.guard.check(principal.client_id, client[0] if client else None)
+        await self.guard.check(principal.client_id, host)
         return principal
 
 
@@ -105,8 +164,10 @@ async def get_authorizer(
     verifier: Annotated[TokenVerifier, Depends(part(TokenVerifier))],
     sync: Annotated[AuthStateSync, Depends(part(AuthStateSync))],
     guard: Annotated[Guard, Depends(part(Guard))],
+    api_keys: Annotated[ApiKeyAuth, Depends(part(ApiKeyAuth))],
+    throttle: Annotated[AuthFailureThrottle, Depends(part(AuthFailureThrottle))],
 ) -> Authorizer:
-    return Authorizer(verifier, sync, guard)
+    return Authorizer(verifier, sync, guard, api_keys, throttle)
 
 
 AuthorizerDep = Annotated[Authorizer, Depends(get_authorizer)]
@@ -122,8 +183,9 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
         request: Request,
         authorizer: AuthorizerDep,
         token: str | None = Security(bearer_token, scopes=[scope]),
+        api_key: str | None = Security(api_key_header),
     ) -> Principal:
-        return await authorizer.authorize(request, token, scope)
+        return await authorizer.authorize(request, token, scope, api_key)
 
     return dependency
 

@@ -1,4 +1,4 @@
-"""Every SQL statement about clients, signing keys and revoked tokens."""
+"""Every SQL statement about clients, API keys, signing keys and revoked tokens."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.models import Client, RevokedToken, SigningKey
+from app.core.models import ApiKey, Client, RevokedToken, SigningKey
 from app.core.models.base import utcnow
 
 
@@ -53,6 +53,54 @@ class ClientRepository:
             select(Client.disabled).where(Client.client_id == client_id)
         )
         return None if result is None else bool(result)
+
+
+class ApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, key: ApiKey) -> ApiKey:
+        self.session.add(key)
+        await self.session.flush()
+        return key
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        return await self.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+
+    async def listed(self, client_id: str | None = None) -> list[ApiKey]:
+        query = select(ApiKey).order_by(ApiKey.id)
+        if client_id is not None:
+            query = query.where(ApiKey.client_id == client_id)
+        return list(await self.session.scalars(query))
+
+    async def delete_for(self, client_id: str) -> None:
+        await self.session.execute(delete(ApiKey).where(ApiKey.client_id == client_id))
+
+    async def grant(self, digest: str) -> tuple[ApiKey, Client | None] | None:
+        """The key with this digest and its client (None when the client is gone)."""
+        row = (
+            await self.session.execute(
+                select(ApiKey, Client)
+                .outerjoin(Client, Client.client_id == ApiKey.client_id)
+                .where(ApiKey.key_hash == digest)
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    async def fingerprint(self) -> tuple[int, int, int, int]:
+        """Rows, sum of ids, revoked and expiring rows: any create, revoke, rotation or
+        delete changes one of them (``revoked_at`` and ``expires_at`` are set once each)."""
+        row = (
+            await self.session.execute(
+                select(
+                    func.count(),
+                    func.sum(ApiKey.id),
+                    func.count(ApiKey.revoked_at),
+                    func.count(ApiKey.expires_at),
+                )
+            )
+        ).one()
+        return int(row[0]), int(row[1] or 0), int(row[2]), int(row[3])
 
 
 class KeyRepository:

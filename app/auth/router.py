@@ -12,15 +12,23 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
 from fastapi.openapi.models import HTTPBase
 from fastapi.security.base import SecurityBase
 
+from app.auth.certauth import CERTIFICATE_METHODS, CertificateAuthorities
 from app.auth.schemas import (
     SCOPES,
     IntrospectionResponse,
     OAuthErrorResponse,
     TokenResponse,
 )
-from app.auth.service import AuthFailureThrottle, ClientCredentials, OAuthError, OAuthService
+from app.auth.service import (
+    CERTIFICATE,
+    AuthFailureThrottle,
+    ClientCredentials,
+    OAuthError,
+    OAuthService,
+)
 from app.auth.sync import AuthStateSync
 from app.auth.tokens import KeyRing, TokenIssuer, TokenVerifier
+from app.core.certs import CERT_DER_KEY, CERT_KEY
 from app.core.db import SessionDep
 from app.core.errors import BodyTooLargeError
 from app.core.parts import part
@@ -45,11 +53,12 @@ def _form_body(properties: dict[str, Any], required: list[str], example: dict[st
         "type": "object",
         "required": required,
         "properties": properties,
-        # client_secret_post sends both or neither (RFC 6749 2.3.1).
-        "dependentRequired": {"client_id": ["client_secret"], "client_secret": ["client_id"]},
+        # client_secret_post sends both; tls_client_auth the client_id alone (RFC 8705 2).
+        "dependentRequired": {"client_secret": ["client_id"]},
     }
     return {
-        # HTTP Basic (client_secret_basic), or the form fields (client_secret_post).
+        # HTTP Basic (client_secret_basic), the form fields (client_secret_post), or the
+        # client_id and a client certificate (tls_client_auth, self_signed_tls_client_auth).
         "security": [{}],
         "requestBody": {
             "required": True,
@@ -61,7 +70,11 @@ def _form_body(properties: dict[str, Any], required: list[str], example: dict[st
 
 
 _CLIENT_FIELDS = {
-    "client_id": {"type": "string", "minLength": 1, "description": "client_secret_post only"},
+    "client_id": {
+        "type": "string",
+        "minLength": 1,
+        "description": "client_secret_post, or alone with a client certificate",
+    },
     "client_secret": {
         "type": "string",
         "format": "password",
@@ -177,7 +190,9 @@ ClientAuthDoc = Annotated[None, Security(ClientSecretBasic())]
 
 
 def client_credentials(request: Request, form: dict[str, str]) -> ClientCredentials | None:
-    """Read client_secret_basic or client_secret_post credentials, refusing a mix of both."""
+    """Read client_secret_basic or client_secret_post credentials, refusing a mix of both, or
+    a client_id alone (or with an empty secret, as a connection whose secret field is empty
+    sends it): the client's certificate is then its credential (RFC 8705, section 2)."""
     header = request.headers.get("authorization")
     form_id = form.get("client_id")
     form_secret = form.get("client_secret")
@@ -206,13 +221,15 @@ def client_credentials(request: Request, form: dict[str, str]) -> ClientCredenti
             )
         if form_id is not None and form_id != client_id:
             raise OAuthError("invalid_request", "client_id differs from the Basic credentials")
+        if not secret:  # (Personalize's Header option with an empty secret: the certificate)
+            return ClientCredentials(client_id, "", CERTIFICATE)
         return ClientCredentials(client_id, secret, "client_secret_basic")
     if form_id is None and form_secret is None:
         return None
-    if not form_id or form_secret is None:
-        raise OAuthError(
-            "invalid_request", "client_secret_post needs both client_id and client_secret"
-        )
+    if not form_id:
+        raise OAuthError("invalid_request", "client_secret needs a client_id")
+    if not form_secret:
+        return ClientCredentials(form_id, "", CERTIFICATE)
     return ClientCredentials(form_id, form_secret, "client_secret_post")
 
 
@@ -227,8 +244,9 @@ async def oauth_service(
     verifier: Annotated[TokenVerifier, Depends(part(TokenVerifier))],
     throttle: Annotated[AuthFailureThrottle, Depends(part(AuthFailureThrottle))],
     sync: Annotated[AuthStateSync, Depends(part(AuthStateSync))],
+    authorities: Annotated[CertificateAuthorities, Depends(part(CertificateAuthorities))],
 ) -> OAuthService:
-    return OAuthService(session, issuer, verifier, throttle, sync.reload_keys)
+    return OAuthService(session, issuer, verifier, throttle, sync.reload_keys, authorities)
 
 
 ServiceDep = Annotated[OAuthService, Depends(oauth_service)]
@@ -246,7 +264,9 @@ async def token(request: Request, service: ServiceDep, _: ClientAuthDoc) -> JSON
 
     Authenticate with HTTP Basic (client_secret_basic) or with client_id and client_secret
     form fields (client_secret_post). Optional `scope` narrows the grant; other form items
-    (such as `audience`) are ignored.
+    (such as `audience`) are ignored. A caller that presented a client certificate on the
+    TLS connection gets a token bound to it (RFC 8705: its `cnf` claim), which then works only
+    over connections that present the same certificate.
     """
     try:
         form = await read_form(request)
@@ -256,9 +276,11 @@ async def token(request: Request, service: ServiceDep, _: ClientAuthDoc) -> JSON
         credentials = client_credentials(request, form)
         if grant_type != "client_credentials":
             raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
-        client = await service.authenticate(credentials, client_address(request))
+        client = await service.authenticate(
+            credentials, client_address(request), request.scope.get(CERT_DER_KEY)
+        )
         request.scope[CLIENT_ID_KEY] = client.client_id  # for the access line
-        answer = service.issue(client, form.get("scope"))
+        answer = service.issue(client, form.get("scope"), request.scope.get(CERT_KEY))
     except OAuthError as exc:
         TOKENS_REFUSED.labels(exc.code).inc()
         raise
@@ -288,7 +310,9 @@ async def revoke(
     Answers 200 for unknown, expired or foreign tokens too, so nothing leaks.
     """
     credentials = client_credentials(request, form)
-    caller = await service.authenticate(credentials, client_address(request))
+    caller = await service.authenticate(
+        credentials, client_address(request), request.scope.get(CERT_DER_KEY)
+    )
     request.scope[CLIENT_ID_KEY] = caller.client_id
     token_value = form.get("token")
     if not token_value:
@@ -313,7 +337,9 @@ async def introspect(
     A client sees only its own tokens as active, unless it has the `admin` scope.
     """
     credentials = client_credentials(request, form)
-    caller = await service.authenticate(credentials, client_address(request))
+    caller = await service.authenticate(
+        credentials, client_address(request), request.scope.get(CERT_DER_KEY)
+    )
     request.scope[CLIENT_ID_KEY] = caller.client_id
     token_value = form.get("token")
     if not token_value:
@@ -328,7 +354,7 @@ async def metadata(
 ) -> dict[str, Any]:
     """Describe this authorization server (RFC 8414)."""
     base = settings.public_url.rstrip("/")
-    methods = ["client_secret_basic", "client_secret_post"]
+    methods = ["client_secret_basic", "client_secret_post", *CERTIFICATE_METHODS]
     return {
         "issuer": issuer.issuer,
         "token_endpoint": f"{base}/oauth/token",
@@ -341,6 +367,8 @@ async def metadata(
         "revocation_endpoint_auth_methods_supported": methods,
         "introspection_endpoint_auth_methods_supported": methods,
         "scopes_supported": list(SCOPES),
+        # A token asked for over a connection with a client certificate is bound to it.
+        "tls_client_certificate_bound_access_tokens": True,
     }
 
 

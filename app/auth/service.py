@@ -1,37 +1,29 @@
-"""OAuth rules: client secrets, client authentication, tokens, revocation and introspection."""
+"""OAuth rules: client authentication, the failure lock, tokens, revocation and introspection."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import log as audit
-from app.audit.log import AuditLog
-from app.auth.repository import ClientRepository, KeyRepository, RevocationRepository
-from app.auth.schemas import SCOPES, IntrospectionResponse, TokenResponse
+from app.auth.certauth import CERTIFICATE_METHODS, CertificateAuthorities
+from app.auth.clients import generate_secret, hash_secret, verify_secret
+from app.auth.repository import ClientRepository, RevocationRepository
+from app.auth.schemas import IntrospectionResponse, TokenResponse
 from app.auth.tokens import (
     InvalidTokenError,
     KeyLoader,
-    KeyRing,
     TokenIssuer,
     TokenVerifier,
     expires_at,
-    new_signing_key,
 )
-from app.core.addresses import NetworkSet, parse_networks
-from app.core.errors import AppError, NotFoundError
+from app.core.addresses import NetworkSet
+from app.core.errors import AppError
 from app.core.models import Client
-from app.core.models.base import utcnow
 from app.platform.kv import Cache
-
-SECRET_SCHEME = "sha256"
 
 log = structlog.get_logger(__name__)
 
@@ -50,32 +42,6 @@ class OAuthError(AppError):
         super().__init__(description, status_code=status_code, code=error, headers=headers)
 
 
-def generate_client_id() -> str:
-    return "enr_" + secrets.token_hex(12)
-
-
-def generate_secret() -> str:
-    """256 random bits, URL-safe: nothing to escape in Basic auth or a form.
-
-    Never starting with "-": a secret pasted after a command-line option (`--client-secret X`)
-    would otherwise be read as an option by argparse and similar parsers.
-    """
-    while True:
-        secret = secrets.token_urlsafe(32)
-        if not secret.startswith("-"):
-            return secret
-
-
-def hash_secret(secret: str) -> str:
-    # Secrets are 256 random bits, never chosen by people, so there is no dictionary to slow
-    # down: a plain SHA-256 is as strong as a password hash here and costs microseconds.
-    return f"{SECRET_SCHEME}${hashlib.sha256(secret.encode()).hexdigest()}"
-
-
-def verify_secret(secret: str, stored: str) -> bool:
-    return hmac.compare_digest(hash_secret(secret).encode(), stored.encode())
-
-
 # Compared against when the client is unknown, so both failures take the same path.
 _DUMMY_HASH = hash_secret(generate_secret())
 # The clients.client_id column's length; longer ids cannot exist.
@@ -87,118 +53,16 @@ def _plausible_client_id(client_id: str) -> bool:
     return len(client_id) <= MAX_CLIENT_ID_LENGTH and client_id.isprintable()
 
 
-def parse_scopes(raw: str) -> list[str]:
-    scopes = sorted(set(raw.split()))
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown:
-        raise AppError(
-            f"unknown scope(s): {', '.join(unknown)}; known: {', '.join(SCOPES)}",
-            code="invalid_scope",
-        )
-    return scopes
-
-
 @dataclass(frozen=True, slots=True)
 class ClientCredentials:
     client_id: str
-    client_secret: str
-    method: str  # "client_secret_basic" or "client_secret_post"
+    client_secret: str  # ("" with the certificate method)
+    # "client_secret_basic", "client_secret_post", or CERTIFICATE: the client_id alone,
+    # for a client that authenticates with its certificate (RFC 8705, section 2).
+    method: str
 
 
-class ClientService:
-    """Client administration (the CLI, and later an admin API)."""
-
-    def __init__(self, session: AsyncSession, actor: str | None = None) -> None:
-        self.clients = ClientRepository(session)
-        self.audit = AuditLog(session, actor)
-
-    async def create(
-        self,
-        name: str,
-        scopes: str,
-        *,
-        client_id: str | None = None,
-        secret: str | None = None,
-    ) -> tuple[Client, str]:
-        scope_list = parse_scopes(scopes)
-        if not scope_list:
-            raise AppError("a client needs at least one scope", code="invalid_scope")
-        secret = secret or generate_secret()
-        client = Client(
-            client_id=client_id or generate_client_id(),
-            name=name,
-            secret_hash=hash_secret(secret),
-            scopes=" ".join(scope_list),
-            disabled=False,
-            created_at=utcnow(),
-        )
-        await self.clients.add(client)
-        await self.audit.record(
-            audit.CLIENT_CREATED, client.client_id, name=name, scopes=scope_list
-        )
-        return client, secret
-
-    async def get(self, client_id: str) -> Client:
-        client = await self.clients.get(client_id)
-        if client is None:
-            raise NotFoundError(f"no client {client_id}")
-        return client
-
-    async def rotate(self, client_id: str) -> tuple[Client, str]:
-        """Give the client a new secret; the old one stops working, issued tokens stay valid."""
-        client = await self.get(client_id)
-        secret = generate_secret()
-        client.secret_hash = hash_secret(secret)
-        client.rotated_at = utcnow()
-        await self.audit.record(audit.CLIENT_ROTATED, client_id)
-        return client, secret
-
-    async def disable(self, client_id: str) -> Client:
-        """Refuse the client's credentials and, within a second, all its issued tokens."""
-        client = await self.get(client_id)
-        if not client.disabled:
-            client.disabled = True
-            client.disabled_at = utcnow()
-            await self.audit.record(audit.CLIENT_DISABLED, client_id)
-        return client
-
-    async def delete(self, client_id: str) -> None:
-        """Delete a disabled client; its revocations stay until its tokens expire.
-
-        Only a disabled client: disabling, committed first, is what refuses its tokens on
-        every worker within a second; deleting after that only forgets the client (and the
-        workers refuse the tokens of a client they do not know).
-        """
-        client = await self.get(client_id)
-        if not client.disabled:
-            raise AppError(f"client {client_id} is not disabled; disable it first")
-        name, scopes = client.name, sorted(client.scope_set)
-        await self.clients.delete(client)
-        await self.audit.record(audit.CLIENT_DELETED, client_id, name=name, scopes=scopes)
-
-    async def limit(self, client_id: str, rps: float | None, burst: int | None) -> Client:
-        """Set the client's rate limit (``rps`` None: the default again; 0: no limit)."""
-        client = await self.get(client_id)
-        if rps is not None and (rps < 0 or (burst is not None and burst < 1)):
-            raise AppError("--rps must be 0 or more and --burst at least 1")
-        client.rate_limit_rps = rps
-        client.rate_limit_burst = burst if rps else None
-        await self.audit.record(audit.CLIENT_LIMITED, client_id, rps=rps, burst=burst)
-        return client
-
-    async def allow(self, client_id: str, networks: list[str]) -> Client:
-        """Let the client call only from ``networks`` (address ranges); empty: from anywhere."""
-        client = await self.get(client_id)
-        try:
-            parsed = [str(n) for n in parse_networks(networks)]
-        except ValueError as exc:
-            raise AppError(str(exc), code="invalid_network") from exc
-        client.allowed_networks = " ".join(parsed) or None
-        await self.audit.record(audit.CLIENT_ALLOWLISTED, client_id, networks=parsed)
-        return client
-
-    async def list(self) -> list[Client]:
-        return await self.clients.all()
+CERTIFICATE = "certificate"
 
 
 class AuthFailureThrottle:
@@ -213,11 +77,13 @@ class AuthFailureThrottle:
         self.window = window_seconds
 
     @staticmethod
-    def _keys(client_id: str, address: str) -> tuple[str, str]:
-        digest = hashlib.sha256(client_id.encode()).hexdigest()[:32]
-        return f"authfail:c:{digest}", f"authfail:a:{address}"
+    def _keys(client_id: str | None, address: str) -> tuple[str, str]:
+        # No client_id (a wrong API key names none): the address alone counts; the client
+        # key is then one no failure ever increments.
+        digest = hashlib.sha256((client_id or "").encode()).hexdigest()[:32]
+        return f"authfail:c:{digest if client_id else '-'}", f"authfail:a:{address}"
 
-    async def check(self, client_id: str, address: str) -> None:
+    async def check(self, client_id: str | None, address: str) -> None:
         """Raise 429 when the client_id or the address has failed too often in the window."""
         client_key, address_key = self._keys(client_id, address)
         try:
@@ -244,10 +110,11 @@ class AuthFailureThrottle:
                 headers={"Retry-After": str(retry_after)},
             )
 
-    async def failed(self, client_id: str, address: str) -> None:
+    async def failed(self, client_id: str | None, address: str) -> None:
         client_key, address_key = self._keys(client_id, address)
         try:
-            await self.cache.incr(client_key, self.window)
+            if client_id:
+                await self.cache.incr(client_key, self.window)
             await self.cache.incr(address_key, self.window)
         except Exception as exc:  # fail open, as in check()
             log.warning("auth_throttle.unavailable", error=type(exc).__name__)
@@ -263,6 +130,7 @@ class OAuthService:
         verifier: TokenVerifier,
         throttle: AuthFailureThrottle,
         reload_keys: KeyLoader,
+        authorities: CertificateAuthorities | None = None,
     ) -> None:
         self.clients = ClientRepository(session)
         self.revocations = RevocationRepository(session)
@@ -270,21 +138,32 @@ class OAuthService:
         self.verifier = verifier
         self.throttle = throttle
         self.reload_keys = reload_keys
+        self.authorities = authorities or CertificateAuthorities(None)
 
-    async def authenticate(self, credentials: ClientCredentials | None, address: str) -> Client:
-        """Return the client, or fail the same way for an unknown client and a wrong secret."""
+    async def authenticate(
+        self, credentials: ClientCredentials | None, address: str, certificate: bytes | None = None
+    ) -> Client:
+        """Return the client, or fail the same way for an unknown client, a wrong secret and a
+        certificate that is not the client's (``certificate``: the DER the caller presented)."""
         if credentials is None:
             raise OAuthError(
                 "invalid_client",
-                "client authentication is required (HTTP Basic or client_id/client_secret)",
+                "client authentication is required (HTTP Basic, client_id and client_secret, "
+                "or client_id and a client certificate)",
                 status_code=401,
             )
         client = None
         if _plausible_client_id(credentials.client_id):
             client = await self.clients.get(credentials.client_id)
-        valid = verify_secret(
-            credentials.client_secret, client.secret_hash if client else _DUMMY_HASH
-        )
+        if client is not None and client.auth_method in CERTIFICATE_METHODS:
+            # Its certificate and nothing else: it has no secret (RFC 8705, section 2).
+            valid = credentials.method == CERTIFICATE and self.authorities.identifies(
+                client, certificate
+            )
+        else:
+            valid = credentials.method != CERTIFICATE and verify_secret(
+                credentials.client_secret, client.secret_hash if client else _DUMMY_HASH
+            )
         if client is None or not valid or client.disabled:
             # Only failures meet the lock: the right secret always gets through, or anyone who
             # knows a client_id (it is in every token) could shut that client out with a few
@@ -304,7 +183,9 @@ class OAuthService:
             )
         return client
 
-    def issue(self, client: Client, requested_scope: str | None) -> TokenResponse:
+    def issue(
+        self, client: Client, requested_scope: str | None, certificate: str | None = None
+    ) -> TokenResponse:
         allowed = client.scope_set
         if not allowed:
             raise OAuthError("unauthorized_client", "the client has no scopes to grant")
@@ -319,7 +200,7 @@ class OAuthService:
                     f"scope not granted to this client: {' '.join(sorted(outside))}",
                 )
             granted = sorted(requested)
-        token, claims = self.issuer.issue(client.client_id, granted)
+        token, claims = self.issuer.issue(client.client_id, granted, certificate)
         return TokenResponse(
             access_token=token,
             token_type="Bearer",
@@ -358,27 +239,5 @@ class OAuthService:
             aud=claims.get("aud"),
             iss=claims.get("iss"),
             jti=principal.jti,
+            cnf=claims.get("cnf"),
         )
-
-
-class KeyService:
-    def __init__(self, session: AsyncSession, actor: str | None = None) -> None:
-        self.keys = KeyRepository(session)
-        self.audit = AuditLog(session, actor)
-
-    async def ensure_active(self, algorithm: str) -> None:
-        """Create the first signing key on first start."""
-        rows = await self.keys.all()
-        if not any(row.retired_at is None for row in rows):
-            await self.keys.add_active(new_signing_key(algorithm), retire_others=False)
-
-    async def rotate(self, algorithm: str, token_ttl: int) -> str:
-        """Make a new key active; keys retired over two lifetimes ago are dropped."""
-        key = new_signing_key(algorithm)
-        await self.keys.add_active(key, retire_others=True)
-        await self.keys.delete_retired_before(utcnow() - timedelta(seconds=2 * token_ttl + 600))
-        await self.audit.record(audit.KEY_ROTATED, key.kid, algorithm=algorithm)
-        return key.kid
-
-    async def load_into(self, keyring: KeyRing) -> None:
-        keyring.load(await self.keys.all())

@@ -1,4 +1,5 @@
-"""Keep each process's view of keys, revocations, clients and client policies fresh.
+"""Keep each process's view of keys, revocations, clients and client policies fresh (and,
+through ``riders``, what higher floors hang on the same poll: the enrich views).
 
 A background task reads them from the database every ``revocation_poll_seconds`` (0.25 s by
 default), so a revocation reaches every worker and replica within a second, with room to
@@ -9,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.auth.apikeys import ApiKeyAuth
 from app.auth.guard import ClientPolicies
 from app.auth.repository import ClientRepository, RevocationRepository
-from app.auth.service import KeyService
+from app.auth.signing_keys import KeyService
 from app.auth.tokens import KeyRing, RevocationView, epoch
 from app.core.models.base import utcnow
 
@@ -58,6 +61,11 @@ class AuthStateSync:
         self._key_lock = asyncio.Lock()
         self._client_lock = asyncio.Lock()
         view.resolver = self.resolve_client
+        # API keys' revocations ride on the same poll (set by app.runtime).
+        self.api_keys: ApiKeyAuth | None = None
+        # What other floors keep fresh on the same poll, each in a session of its own
+        # (app.runtime adds the enrich views); one that fails is logged, the rest go on.
+        self.riders: list[Callable[[AsyncSession], Awaitable[None]]] = []
 
     async def refresh(self) -> None:
         """One poll: revocations, clients, limits and allowlists; keys when due."""
@@ -81,6 +89,8 @@ class AuthStateSync:
                     for c, _, rps, burst, nets in states
                     if rps is not None or nets is not None
                 )
+            if self.api_keys is not None:
+                await self.api_keys.refresh(session)
             if time.monotonic() - self._keys_loaded_at >= self.key_refresh_seconds:
                 async with self._key_lock:
                     await self._load_keys(session)
@@ -88,6 +98,14 @@ class AuthStateSync:
                 self._purged_at = time.monotonic()
                 await revocations.purge_expired(utcnow() - PURGE_AFTER)
                 await session.commit()
+        for rider in self.riders:
+            # A transaction of its own: holding this poll's table locks while reading others
+            # can deadlock with DDL that takes them in another order (a TRUNCATE in tests).
+            try:
+                async with self.sessionmaker() as session:
+                    await rider(session)
+            except Exception as exc:
+                log.warning("auth_sync.rider_failed", error=type(exc).__name__)
 
     async def resolve_client(self, client_id: str) -> None:
         """Ask the database about a client the view has not heard of (one made since the poll).

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from app import __version__
-from app.cli import audit, clients, data, keys, migrate, qa, serve
+from app.cli import audit, clients, data, keys, migrate, personalize, qa, serve, views
 
 app = typer.Typer(
     help="enrich: real-time profile enrichment for Sitecore Personalize.",
@@ -27,6 +27,9 @@ app.command()(data.demo)
 app.command()(audit.audit)
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
+app.add_typer(views.app, name="views")
+clients.app.command("view")(views.client_view)  # (the clients module is full)
+app.add_typer(personalize.app, name="personalize")
 
 
 def _print_version(value: bool) -> None:

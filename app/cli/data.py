@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # (for the annotations only: the modules load when a command 
     from app.core.settings import Settings
 
 DEMO_CLIENT_NAME = "demo"
+DEMO_VIEW_NAME = "web_offer"  # (app.ingest.demo.DEMO_VIEW, named here without loading it)
 DEMO_SCOPES = "profiles:read profiles:write events:write admin"
 
 
@@ -75,7 +76,8 @@ def demo(
 ) -> None:
     """Load a realistic demo data set and print a demo client with a ready-to-paste curl."""
     # start-up: the demo data and the services load when the command runs.
-    from app.ingest.demo import ensure_demo_client, load_demo
+    from app.enrich.views.service import ViewService
+    from app.ingest.demo import DEMO_VIEW, DEMO_VIEW_DEFINITION, ensure_demo_client, load_demo
 
     settings = load_settings()
     file = Path(credentials_file)
@@ -84,7 +86,8 @@ def demo(
     async def work(session: AsyncSession, settings: Settings) -> dict[str, Any]:
         loaded = await load_demo(session, settings, profiles)
         client = await ensure_demo_client(session, saved, DEMO_CLIENT_NAME, DEMO_SCOPES)
-        return {"loaded": loaded, **client}
+        view = await ViewService(session).ensure(DEMO_VIEW, DEMO_VIEW_DEFINITION)
+        return {"loaded": loaded, **client, "view": f"{view.name}@{view.version}"}
 
     result = run_in_session(work, settings)
     if saved is None or saved.get("client_secret") != result["client_secret"]:
@@ -116,4 +119,10 @@ def print_try_it(base: str, result: dict[str, Any], credentials_file: str) -> No
         "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
         f"curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
         f'-d \'{{"identifiers": {{"email": "demo@example.com"}}}}\' {base}/v1/enrich'
+    )
+    console.print(
+        f'the example view {result["view"]}: add "view": "{DEMO_VIEW_NAME}" to the body '
+        "for a flat answer with defaults (enrich views show web_offer)",
+        soft_wrap=True,
+        highlight=False,
     )

@@ -20,7 +20,7 @@ app = typer.Typer(help="Manage token signing keys.", no_args_is_help=True)
 def rotate() -> None:
     """Make a new signing key active; tokens signed by the old key stay valid until they expire."""
     # start-up: the auth service loads when the command runs, not when ``enrich`` starts.
-    from app.auth.service import KeyService
+    from app.auth.signing_keys import KeyService
 
     async def work(session: AsyncSession, settings: Settings) -> str:
         return await KeyService(session).rotate(

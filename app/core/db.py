@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,27 +22,32 @@ from app.core.parts import part
 from app.core.settings import Settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """Build the engine for PostgreSQL (asyncpg) or the embedded SQLite file.
+def create_engine(
+    settings: Settings, database_url: str | None = None, pool_size: int | None = None
+) -> AsyncEngine:
+    """Build the engine for PostgreSQL (asyncpg) or the embedded SQLite file (``database_url``:
+    a replica's, else the primary's).
 
     Every engine hides the parameters of its statements in errors: an error's text would
     otherwise carry the values (an email, a trait) to wherever it is printed.
     """
-    url = make_url(settings.database_url)
+    url = make_url(database_url or settings.database_url)
     if settings.is_sqlite:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 15})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    connect_args: dict[str, Any] = {"server_settings": {"application_name": "enrich"}}
-    if settings.db_statement_timeout_ms:
-        connect_args["server_settings"]["statement_timeout"] = str(settings.db_statement_timeout_ms)
-    # A connection that cannot be made in time is an outage (503), not a hang.
-    connect_args["timeout"] = settings.db_pool_timeout
+    connect_args = pg_connect_args(settings)
+    if settings.database_pgbouncer:
+        # PgBouncer hands each transaction to any server connection: a statement prepared on
+        # one is unknown on the next, and its name may already be taken there. Nothing is
+        # cached, and every statement gets a name of its own.
+        connect_args["prepared_statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _statement_name
     engine = create_async_engine(
         url,
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=False,
@@ -50,6 +56,24 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkout", _discard_closed)
     return engine
+
+
+def pg_connect_args(settings: Settings) -> dict[str, Any]:
+    """What every asyncpg connection of the service starts with (the lookup pools too)."""
+    server_settings = {"application_name": "enrich"}
+    # PgBouncer refuses startup parameters it does not know: there, the statement timeout is
+    # the role's or the database's (``ALTER ROLE ... SET statement_timeout``).
+    if settings.db_statement_timeout_ms and not settings.database_pgbouncer:
+        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    # A connection that cannot be made in time is an outage (503), not a hang.
+    args: dict[str, Any] = {"server_settings": server_settings, "timeout": settings.db_pool_timeout}
+    if settings.database_pgbouncer:
+        args["statement_cache_size"] = 0
+    return args
+
+
+def _statement_name() -> str:
+    return f"__enrich_{uuid.uuid4().hex}__"
 
 
 def _discard_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:

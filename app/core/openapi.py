@@ -88,6 +88,12 @@ CATALOG: dict[int, tuple[str, str, str, dict[str, Any]]] = {
         "identifier email 'jane@example.com' belongs to another profile",
         {},
     ),
+    410: (
+        "What the request names is retired",
+        "view_retired",
+        "view 'web_offer@1' is retired; the latest is 'web_offer@2'",
+        {},
+    ),
     413: (
         "The request body is larger than the limit (1 MB; bulk: a setting)",
         "payload_too_large",

@@ -35,10 +35,26 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=2.0, gt=0)
     db_statement_timeout_ms: int = Field(default=2000, ge=0)
+    # PostgreSQL read replicas (streaming): enrich misses and profile reads go to one that has
+    # replayed the writes they depend on, else to the primary (docs/deployment.md#read-replicas).
+    database_replica_urls: str = ""  # space- or comma-separated
+    database_replica_max_lag_seconds: float = Field(default=5.0, gt=0, le=3600)
+    database_replica_probe_seconds: float = Field(default=0.25, gt=0, le=10)
+    database_replica_pool_size: int = Field(default=5, ge=1)
+    # How many recent writes each process remembers the commit position of (about 200 bytes
+    # each); older writes share one floor, which only sends more reads to the primary.
+    database_replica_marks: int = Field(default=65_536, ge=16, le=10_000_000)
+    # Through PgBouncer in transaction pooling mode: no statement cache, unique statement
+    # names, no startup parameters PgBouncer refuses (docs/deployment.md#pgbouncer).
+    database_pgbouncer: bool = False
     redis_url: SecretStr | None = None
     redis_prefix: str = "enrich:"
     redis_connect_timeout: float = Field(default=0.1, gt=0)
     redis_socket_timeout: float = Field(default=0.1, gt=0)
+    # Redis Cluster: ENRICH_REDIS_URL is then one seed node (its credentials and TLS apply to
+    # every node), ENRICH_REDIS_CLUSTER_SEEDS more of them ("host:port,host:port").
+    redis_cluster: bool = False
+    redis_cluster_seeds: str = ""
 
     # OAuth 2.0 and tokens.
     issuer: str | None = None
@@ -48,6 +64,13 @@ class Settings(BaseSettings):
     key_refresh_seconds: float = Field(default=5.0, gt=0)
     revocation_poll_seconds: float = Field(default=0.25, gt=0, le=1.0)
     token_cache_max_bytes: int = Field(default=64 * 1_048_576, ge=1_048_576)
+    # The header that carries an API key (`enrich clients api-key`), and the most bytes of
+    # verified keys one worker remembers (~600 bytes a key).
+    api_key_header: str = Field(default="X-API-Key", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    api_key_cache_max_bytes: int = Field(default=4 * 1_048_576, ge=65_536)
+    # The most bytes of compiled views (`enrich views`) one worker keeps: each name's latest
+    # version first, then older live versions; one past it answers 503 (~2-6 KB a view).
+    views_max_bytes: int = Field(default=16 * 1_048_576, ge=65_536)
     auth_max_failures_per_client: int = Field(default=10, ge=1)
     auth_max_failures_per_address: int = Field(default=50, ge=1)
     auth_failure_window_seconds: int = Field(default=60, ge=1)
@@ -93,6 +116,12 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     metrics_allow_networks: str = "127.0.0.1/32 ::1/128"
     trusted_proxies: str = ""
+    # The header in which a trusted proxy that terminates TLS forwards the caller's client
+    # certificate (e.g. Client-Cert, RFC 9440); empty: none is read (app/core/certs.py).
+    client_cert_header: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9-]*$")
+    # The CAs (a PEM bundle) that the certificates of clients with tls_client_auth must chain
+    # to (app/auth/certauth.py); `enrich serve --ssl-ca-certs` sets it when it is unset.
+    client_ca_certs: str = ""
     rate_limit_enabled: bool = True
     rate_limit_rps: float = Field(default=1000.0, ge=0)
     rate_limit_burst: int = Field(default=2000, ge=1)
@@ -100,6 +129,15 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0, le=600)
     # Who may read /docs, /redoc and /openapi.json (see docs_access).
     docs: Literal["auto", "public", "admin", "off"] = "auto"
+
+    # The Interactive Experience relay (POST /v1/experiences/call): Personalize's regional API
+    # base URL (empty: every call gets the fallback, not_configured), its deadline, the guest's
+    # fields it sends by default (enrich's `fields` grammar) and the longest `params` it sends,
+    # in characters.
+    personalize_api_url: str = ""
+    personalize_timeout_ms: int = Field(default=800, ge=50, le=10_000)
+    experience_fields: str = "traits,segments,metrics"
+    experience_params_max_chars: int = Field(default=4000, ge=1000, le=100_000)
 
     # Where the migrations live (found automatically when unset).
     migrations_dir: str | None = None
@@ -117,12 +155,31 @@ class Settings(BaseSettings):
                 return driver + value[len(plain) :]
         return value
 
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _replica_drivers(cls, value: str) -> str:
+        """Each replica URL with the async driver, like ``database_url``."""
+        urls = value.replace(",", " ").split()
+        for url in urls:
+            if not url.startswith(("postgres://", "postgresql://", "postgresql+asyncpg://")):
+                raise ValueError("each replica URL must be a PostgreSQL URL")
+        return " ".join(cls._async_driver(url) for url in urls)
+
     @field_validator("metrics_allow_networks", "trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
         """Check each address range now, so a typo stops the start rather than a request."""
         parse_networks(value)
         return " ".join(value.replace(",", " ").split())
+
+    @field_validator("personalize_api_url")
+    @classmethod
+    def _api_base(cls, value: str) -> str:
+        """An http(s) base URL without a path's trailing slash, or empty (the relay is off)."""
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for a local stand-in)")
+        return value
 
     @field_validator("default_phone_region")
     @classmethod
@@ -143,6 +200,26 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @field_validator("redis_cluster_seeds")
+    @classmethod
+    def _check_seeds(cls, value: str) -> str:
+        for seed in filter(None, (s.strip() for s in value.split(","))):
+            host, _, port = seed.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"a cluster seed is host:port, not {seed!r}")
+        return value
+
+    @property
+    def cluster_seeds(self) -> list[tuple[str, int]]:
+        """ENRICH_REDIS_CLUSTER_SEEDS as (host, port) pairs."""
+        seeds = filter(None, (s.strip() for s in self.redis_cluster_seeds.split(",")))
+        return [(h.strip("[]"), int(p)) for h, _, p in (s.rpartition(":") for s in seeds)]
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """The replica URLs (none when the database is SQLite)."""
+        return [] if self.is_sqlite else self.database_replica_urls.split()
 
     @property
     def redis_dsn(self) -> str | None:

@@ -14,6 +14,8 @@ import orjson
 from app.core.models import Profile
 from app.enrich.fields import Selection
 from app.enrich.schemas import UNKNOWN_ANSWER
+from app.enrich.views.definition import ViewSelection
+from app.enrich.views.shape import view_document
 from app.identity.identifiers import Key
 from app.profiles.documents import metrics_view
 from app.profiles.schemas import fit_ints, iso
@@ -76,6 +78,9 @@ def answer_document(match: Match | None, selection: Selection) -> dict[str, Any]
     ``stale`` is always the last key, so a cached answer can be marked stale by swapping the
     final bytes instead of serializing again (see ``mark_stale``).
     """
+    if isinstance(selection, ViewSelection):  # a view's own shape (app.enrich.views.shape)
+        found = None if match is None else (match[0][0], match[1])
+        return view_document(found, selection, _select)
     if match is None:
         return copy.deepcopy(UNKNOWN_ANSWER)  # fit() edits the dict it is given
     key, view = match
@@ -118,8 +123,11 @@ def _shrunk(value: list[Any] | dict[str, Any], keep: int) -> list[Any] | dict[st
     return {name: item for name, item in value.items() if name in kept}
 
 
-def fit(answer: dict[str, Any], max_chars: int) -> bytes:
-    """Serialize; when over ``max_chars`` characters, cut deterministically and mark it."""
+def fit(answer: dict[str, Any], max_chars: int, flat: tuple[str, ...] = ()) -> bytes:
+    """Serialize; when over ``max_chars`` characters, cut deterministically and mark it.
+
+    A view's answer may lack some roots and hold ``flat`` keys: those are emptied (null),
+    last in sorted order first, when cutting its roots was not enough."""
     body = orjson.dumps(answer)
     if _chars(body) <= max_chars:
         return body
@@ -127,6 +135,8 @@ def fit(answer: dict[str, Any], max_chars: int) -> bytes:
     answer["truncated"] = True
     answer["stale"] = False  # keep it last
     for name in CUT_ORDER:
+        if name not in answer:
+            continue
         original = answer[name]
         answer[name] = _shrunk(original, 0)
         body = orjson.dumps(answer)
@@ -143,9 +153,15 @@ def fit(answer: dict[str, Any], max_chars: int) -> bytes:
             else:
                 high = middle - 1
         return best
+    for name in sorted(flat, reverse=True):
+        answer[name] = None
+        body = orjson.dumps(answer)
+        if _chars(body) <= max_chars:
+            return body
     return body
 
 
 def render(match: Match | None, selection: Selection, max_chars: int) -> bytes:
     """The answer's bytes: the document for ``selection``, fitted to ``max_chars``."""
-    return fit(answer_document(match, selection), max_chars)
+    flat = tuple(key for _, key in selection.flat) if isinstance(selection, ViewSelection) else ()
+    return fit(answer_document(match, selection), max_chars, flat)

@@ -23,12 +23,17 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth.apikeys import ApiKeyAuth
 from app.auth.guard import Guard
 from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
+from app.core.certs import CERT_KEY
 from app.core.errors import AppError, InternalError, error_body
 from app.enrich.cache.store import EnrichCache, Level
+from app.enrich.fields import Selection
 from app.enrich.request import RememberedRequests, Wanted
 from app.enrich.response import Header, answer
+from app.enrich.views.registry import ViewRegistry
+from app.identity.identifiers import Key
 from app.platform.logging import request_id_var
 from app.platform.middleware import CLIENT_ID_KEY, Access
 from app.platform.ratelimit import PENDING, Verdict
@@ -44,6 +49,9 @@ class FastParts:
     guard: Guard
     cache: EnrichCache
     phone_region: str
+    views: ViewRegistry
+    api_keys: ApiKeyAuth | None = None
+    api_key_header: bytes = b"x-api-key"  # (lower case, as ASGI gives header names)
 
 
 class HostApp(Protocol):
@@ -56,9 +64,9 @@ PATH = "/v1/enrich"
 SCOPE = "profiles:read"
 METHODS = ("POST", "GET")
 # The request headers the fast path reads: authorization, content-type, accept-encoding, the
-# declared body length (0 when none, past any limit when unreadable), x-request-id, and the
-# x-forwarded-for values (None when none).
-Heads = tuple[bytes, bytes, bytes, int, bytes, list[bytes] | None]
+# declared body length (0 when none, past any limit when unreadable), x-request-id, the
+# x-forwarded-for values (None when none), and x-correlation-id.
+Heads = tuple[bytes, bytes, bytes, int, bytes, list[bytes] | None, bytes]
 UNREADABLE_LENGTH = 1 << 62  # (a content-length that is not a number of at most 18 digits)
 READ_HEADERS = frozenset(
     (
@@ -68,6 +76,7 @@ READ_HEADERS = frozenset(
         b"content-length",
         b"x-request-id",
         b"x-forwarded-for",
+        b"x-correlation-id",
     )
 )
 
@@ -91,11 +100,14 @@ class EnrichFastPath:
         self.requests = RememberedRequests()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Long: the hot path, whole: an L1 hit makes no call it can do without.
         # Called for http requests to PATH only (see app.main.EnrichAPI).
         started = time.perf_counter() if self.access.recording else 0.0
         parts = self.fastapi_app.fast_parts
         method = scope["method"]
-        authorization, content_type, accept_encoding, declared, given_id, forwarded = _heads(scope)
+        authorization, content_type, accept_encoding, declared, given_id, forwarded, given_cid = (
+            _heads(scope)
+        )
         if parts is None or method not in METHODS or declared > self.body_limit:
             await self.app(scope, receive, send)  # (a body declared too long: the stack's 413)
             return
@@ -109,45 +121,47 @@ class EnrichFastPath:
                 if more or other is not None:  # over the limit, or a disconnect
                     await self.app(scope, _replay(receive, body, more, other), send)
                     return
-        principal = _reader(parts.verifier, authorization) if len(body) <= self.body_limit else None
+        principal = _reader(parts, authorization, scope) if len(body) <= self.body_limit else None
         wanted = self._wanted(parts, method, body, content_type, scope) if principal else None
         if principal is None or wanted is None:  # the route answers: 401, 403, 413 or a 4xx
             await self.app(scope, _replay(receive, body, False, None), send)
             return
         # From here on the request is served here: it is this layer's to log and count.
-        request_id = self.access.request_id(given_id)
+        request_id, correlation_id, id_headers = self.access.ids(given_id, given_cid)
         if forwarded is not None:
             self.access.forward(scope, forwarded)
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
         status, answered = 200, False
         level: Level | None = None
         try:
             verdict = _admission(parts.guard, principal, scope)
             if verdict is not None:  # refused, or for the shared limiter to decide
                 await _settle(parts.guard, verdict, principal.client_id)  # (raises a refusal)
-            keys, selection = wanted
+            keys, selection, view = wanted
+            # A view named, or a client with a default view (an empty dict's truth otherwise):
+            if view is not None or (parts.views.defaults and selection.key is None):
+                selection = parts.views.selection(view, selection, principal.client_id)  # (4xx)
             entry = parts.cache.l1_hit(keys, selection)
             if entry is not None:
                 content, level = entry.body, "hit"
             else:
-                content, level = await _looked_up(parts.cache, wanted, request_id)
+                content, level = await _looked_up(parts.cache, keys, selection, request_id)
             content, headers = answer(content, level, accept_encoding, entry, parts.cache.l1)
-            headers.append(id_header)
+            headers += id_headers
             answered = True
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": content})
         except AppError as exc:  # refused by the guard (403, 429), or unavailable (503)
             status = exc.status_code
-            await _send_error(send, exc, id_header)
+            await _send_error(send, exc, id_headers)
         except Exception:
             log.exception("enrich.fast_path_failed")
             status, level = 500, None
             if answered:
                 raise  # too late for an error answer: the server closes the connection
-            await _send_error(send, InternalError(), id_header)
+            await _send_error(send, InternalError(), id_headers)
         finally:
             if self.access.recording:
-                self.access.record(scope, request_id, PATH, status, started, level)
+                self.access.record(scope, request_id, PATH, status, started, level, correlation_id)
 
     def _wanted(
         self, parts: FastParts, method: str, body: bytes, content_type: bytes, scope: Scope
@@ -159,7 +173,7 @@ class EnrichFastPath:
 
 def _heads(scope: Scope) -> Heads:
     """The request headers the fast path reads (see ``Heads``), in one pass."""
-    authorization = content_type = accept_encoding = given_id = b""
+    authorization = content_type = accept_encoding = given_id = correlation = b""
     declared = 0
     forwarded: list[bytes] | None = None
     for name, value in scope["headers"]:
@@ -180,18 +194,34 @@ def _heads(scope: Scope) -> Heads:
                 forwarded = [value]
             else:
                 forwarded.append(value)
-    return authorization, content_type, accept_encoding, declared, given_id, forwarded
+        elif name == b"x-correlation-id":
+            correlation = value
+    return authorization, content_type, accept_encoding, declared, given_id, forwarded, correlation
 
 
-def _reader(verifier: TokenVerifier, authorization: bytes) -> Principal | None:
-    """Who calls, if this process verified the token before and it may read profiles."""
+def _reader(parts: FastParts, authorization: bytes, scope: Scope) -> Principal | None:
+    """Who calls, if this process verified the token (or, without an Authorization header,
+    the API key) before and it may read profiles."""
     try:
-        principal = verifier.bearer(authorization)
+        if authorization or parts.api_keys is None:
+            principal = parts.verifier.bearer(authorization)
+        else:
+            principal = _key_holder(parts.api_keys, parts.api_key_header, scope)
     except InvalidTokenError:
         return None  # the route answers 401
     if principal is None or SCOPE not in principal.scopes:
         return None
+    if principal.refuses(scope.get(CERT_KEY)):
+        return None  # bound to another certificate (RFC 8705): the route answers 401
     return principal
+
+
+def _key_holder(api_keys: ApiKeyAuth, header: bytes, scope: Scope) -> Principal | None:
+    """The client of a verified API key (a header only requests without a token look for)."""
+    for name, value in scope["headers"]:
+        if name == header:
+            return api_keys.cached(value)
+    return None
 
 
 def _admission(guard: Guard, principal: Principal, scope: Scope) -> AppError | Verdict:
@@ -210,11 +240,13 @@ async def _settle(guard: Guard, verdict: AppError | Verdict, client_id: str) -> 
         raise verdict
 
 
-async def _looked_up(cache: EnrichCache, wanted: Wanted, request_id: str) -> tuple[bytes, Level]:
+async def _looked_up(
+    cache: EnrichCache, keys: tuple[Key, ...], selection: Selection, request_id: str
+) -> tuple[bytes, Level]:
     """The answer past L1 (L2 or the database), with the request id for what the cache logs."""
     token = request_id_var.set(request_id)
     try:
-        return await cache.answer(*wanted)
+        return await cache.answer(keys, selection)
     finally:
         request_id_var.reset(token)
 
@@ -258,13 +290,13 @@ def _replay(receive: Receive, body: bytes, more: bool, other: Message | None) ->
     return replay
 
 
-async def _send_error(send: Send, exc: AppError, id_header: Header) -> None:
+async def _send_error(send: Send, exc: AppError, id_headers: list[Header]) -> None:
     """An error answer, as the app's error handler renders it (app.core.errors)."""
     body = orjson.dumps(error_body(exc.code, exc.message))
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
-        id_header,
+        *id_headers,
     ]
     for name, value in (exc.headers or {}).items():
         headers.append((name.lower().encode(), value.encode()))

@@ -19,6 +19,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.db import pg_connect_args
 from app.core.models import Identifier, Profile
 from app.core.settings import Settings
 from app.enrich.document import Match, answer_view
@@ -82,26 +83,37 @@ class PgLookup:
         self.pool = pool
 
     @classmethod
-    async def create(cls, settings: Settings) -> PgLookup:
-        url = make_url(settings.database_url).set(drivername="postgresql")
-        server_settings = {"application_name": "enrich-lookup"}
-        if settings.db_statement_timeout_ms:
-            server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    async def create(
+        cls, settings: Settings, database_url: str | None = None, max_size: int | None = None
+    ) -> PgLookup:
+        """A pool on the primary, or on the replica at ``database_url``."""
+        url = make_url(database_url or settings.database_url).set(drivername="postgresql")
+        args = pg_connect_args(settings)
+        args["server_settings"]["application_name"] = "enrich-lookup"
         pool = await asyncpg.create_pool(
             url.render_as_string(hide_password=False),
-            min_size=1,
-            max_size=settings.db_pool_size,
-            timeout=settings.db_pool_timeout,
-            server_settings=server_settings,
+            # A replica that is down at start must not stop the start: it is skipped.
+            min_size=0 if database_url else 1,
+            max_size=max_size or settings.db_pool_size,
             reset=_keep_session,
+            **args,
         )
         return cls(pool)
 
     async def __call__(self, keys: Sequence[Key]) -> Match | None:
         if not keys:
             return None
-        async with self.pool.acquire() as connection:
+        connection = await self.pool.acquire()
+        try:
             rows = await connection.fetch(PG_LOOKUP, [k[0] for k in keys], [k[1] for k in keys])
+        except BaseException:
+            # Cut short (the deadline, a failure): drop the connection rather than release
+            # it, which would wait for the server to take a cancel request. A hung server
+            # never does, and the caller's time (the primary's turn) would go with it.
+            connection.terminate()
+            await self.pool.release(connection)
+            raise
+        await self.pool.release(connection)
         return _pick_pg(keys, rows)
 
     async def close(self) -> None:

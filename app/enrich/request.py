@@ -15,24 +15,37 @@ from urllib.parse import parse_qsl
 import orjson
 
 from app.core.errors import AppError
-from app.enrich.fields import FieldsError, Selection, parse_fields
+from app.enrich.fields import EVERYTHING, FieldsError, Selection, parse_fields
 from app.enrich.schemas import MAX_IDENTIFIERS
+from app.enrich.views.definition import ViewRef, parse_ref
 from app.identity.identifiers import Key, lookup_keys
 from app.platform.sizes import DICT_SLOT_BYTES, footprint
 
-# What a request asks for: the keys to try, in order, and what the answer carries.
-Wanted = tuple[tuple[Key, ...], Selection]
-# The identifiers (type -> value, in the caller's order) and the raw `fields`.
-Asked = tuple[dict[str, Any], Any]
+# What a request asks for: the keys to try, in order, what the answer carries, and the view
+# it names (resolved per request: which version a name means changes, the request does not).
+Wanted = tuple[tuple[Key, ...], Selection, ViewRef | None]
+# The identifiers (type -> value, in the caller's order), the raw `fields` and `view`.
+Asked = tuple[dict[str, Any], Any, Any]
 
-REQUEST_MEMBERS = frozenset(("identifiers", "fields"))
+REQUEST_MEMBERS = frozenset(("identifiers", "fields", "view"))
 
 
-def keys_and_selection(identifiers: Mapping[str, Any], fields: Any, region: str) -> Wanted:
+def keys_and_selection(
+    identifiers: Mapping[str, Any], fields: Any, region: str
+) -> tuple[tuple[Key, ...], Selection]:
     """The keys and selection of a request; raises the 4xx errors (``fields`` is read first,
     so a request wrong in both is refused for its fields, as it always was)."""
     selection = parse_fields(fields)
     return tuple(lookup_keys(identifiers, region)), selection
+
+
+def wanted(identifiers: Mapping[str, Any], fields: Any, view: Any, region: str) -> Wanted:
+    """``keys_and_selection`` and the view named (``view`` and ``fields`` together: a 422)."""
+    keys, selection = keys_and_selection(identifiers, fields, region)
+    ref = parse_ref(view)
+    if ref is not None and selection is not EVERYTHING:
+        raise FieldsError("give view or fields, not both", code="view_and_fields")
+    return keys, selection, ref
 
 
 def query_items(query_string: bytes) -> list[tuple[str, str]]:
@@ -45,19 +58,23 @@ def query_items(query_string: bytes) -> list[tuple[str, str]]:
 
 
 def from_query(query_string: bytes) -> Asked:
-    """A GET's identifiers (every parameter but ``fields``, the first of each name) and
-    ``fields`` (repeated parameters joined: one string, one limit); at most
-    ``MAX_IDENTIFIERS`` identifiers, else a 422."""
+    """A GET's identifiers (every parameter but ``fields`` and ``view``, the first of each
+    name), ``fields`` (repeated parameters joined: one string, one limit) and ``view`` (the
+    first); at most ``MAX_IDENTIFIERS`` identifiers, else a 422."""
     identifiers: dict[str, str] = {}
     fields: list[str] = []
+    view: str | None = None
     for name, value in query_items(query_string):
-        if name.strip().lower() == "fields":
+        lowered = name.strip().lower()
+        if lowered == "fields":
             fields.append(value)
+        elif lowered == "view":
+            view = value if view is None else view
         else:
             identifiers.setdefault(name, value)
     if len(identifiers) > MAX_IDENTIFIERS:
         raise FieldsError(f"at most {MAX_IDENTIFIERS} identifiers", code="validation_error")
-    return identifiers, ",".join(fields) if fields else None
+    return identifiers, ",".join(fields) if fields else None, view
 
 
 def from_json(body: bytes, content_type: bytes) -> Asked | None:
@@ -73,7 +90,10 @@ def from_json(body: bytes, content_type: bytes) -> Asked | None:
         return None
     identifiers = document.get("identifiers")
     fields = document.get("fields")
+    view = document.get("view")
     if not isinstance(identifiers, dict) or len(identifiers) > MAX_IDENTIFIERS:
+        return None
+    if not (view is None or isinstance(view, str)):
         return None
     if not (
         fields is None
@@ -81,7 +101,7 @@ def from_json(body: bytes, content_type: bytes) -> Asked | None:
         or (isinstance(fields, list) and all(isinstance(f, str) for f in fields))
     ):
         return None
-    return identifiers, fields
+    return identifiers, fields, view
 
 
 def _read(method: str, payload: bytes, content_type: bytes, region: str) -> Wanted | None:
@@ -90,7 +110,7 @@ def _read(method: str, payload: bytes, content_type: bytes, region: str) -> Want
         asked = from_json(payload, content_type) if method == "POST" else from_query(payload)
         if asked is None:
             return None
-        return keys_and_selection(asked[0], asked[1], region)
+        return wanted(asked[0], asked[1], asked[2], region)
     except (AppError, ValueError):
         return None
 

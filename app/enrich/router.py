@@ -12,16 +12,21 @@ from app.core.parts import part
 from app.core.settings import SettingsDep
 from app.enrich.cache.store import EnrichCache
 from app.enrich.fields import Selection
-from app.enrich.request import from_query, keys_and_selection
+from app.enrich.request import from_query, wanted
 from app.enrich.response import answer_response
 from app.enrich.schemas import (
     ANSWER_EXAMPLES,
     FIELDS_DESCRIPTION,
     FIELDS_STRING_SCHEMA,
     REQUEST_EXAMPLES,
+    VIEW_DESCRIPTION,
+    VIEW_SCHEMA,
     EnrichAnswer,
     EnrichRequest,
+    ViewAnswer,
 )
+from app.enrich.views.definition import ViewRef
+from app.enrich.views.registry import ViewRegistry
 from app.identity.identifiers import Key
 
 router = APIRouter(prefix="/v1/enrich", tags=["Enrich"])
@@ -33,8 +38,8 @@ FAST_PATH_NOTE = (
 )
 _ANSWER: dict[int | str, dict[str, Any]] = {
     200: {
-        "model": EnrichAnswer,
-        "description": "The answer, known guest or not: always the same top-level keys.",
+        "description": "The answer, known guest or not: always the same top-level keys "
+        "(`EnrichAnswer`; with a view, the fixed keys and the view's own: `ViewAnswer`).",
         "headers": {
             "X-Cache": {
                 "description": "where the answer came from: hit, miss or stale",
@@ -51,11 +56,16 @@ _ANSWER: dict[int | str, dict[str, Any]] = {
         400,
         401,
         403,
+        404,
+        410,
         413,
         422,
         503,
         s400="An invalid identifier type name, malformed JSON, or an empty Bearer token",
-        s422="An unknown member, or `fields` naming something the answer does not have",
+        s404="No view has the name (or version) that `view` gives (`unknown_view`)",
+        s410="The `view` named (or the client's default view) is retired (`view_retired`)",
+        s422="An unknown member, `fields` naming something the answer does not have, or "
+        "`view` with `fields` (`view_and_fields`)",
     ),
 }
 _GET_ANSWER = {status: value for status, value in _ANSWER.items() if status != 413}
@@ -90,7 +100,15 @@ _QUERY: dict[str, Any] = {
             "schema": FIELDS_STRING_SCHEMA,
             "description": FIELDS_DESCRIPTION,
             "example": "traits.tier,metrics.lifetime_value,segments",
-        }
+        },
+        {
+            "name": "view",
+            "in": "query",
+            "required": False,
+            "schema": VIEW_SCHEMA,
+            "description": VIEW_DESCRIPTION,
+            "example": None,
+        },
     ]
 }
 for _parameter in _QUERY["parameters"]:
@@ -99,11 +117,18 @@ for _parameter in _QUERY["parameters"]:
 
 
 CacheDep = Annotated[EnrichCache, Depends(part(EnrichCache))]
+ViewsDep = Annotated[ViewRegistry, Depends(part(ViewRegistry))]
 
 
 async def respond(
-    request: Request, cache: EnrichCache, keys: tuple[Key, ...], selection: Selection
+    request: Request,
+    cache: EnrichCache,
+    keys: tuple[Key, ...],
+    selection: Selection,
+    chosen: tuple[ViewRegistry, ViewRef | None, str],
 ) -> Response:
+    views, ref, client_id = chosen
+    selection = views.selection(ref, selection, client_id)
     body, level = await cache.answer(keys, selection)
     accept_encoding = request.headers.get("accept-encoding", "").encode("latin-1")
     return answer_response(body, level, accept_encoding)
@@ -112,10 +137,10 @@ async def respond(
 @router.post(
     "",
     responses=_ANSWER,
-    response_model=EnrichAnswer,
+    response_model=EnrichAnswer | ViewAnswer,
     summary="Look a guest up (POST)",
     description="""Answer with the profile of the first identifier that matches, trimmed to
-`fields`: the call a Personalize Connection makes during a decision.
+`fields` or shaped by a `view`: the call a Personalize Connection makes during a decision.
 
 Identifiers are tried in the order given. An unknown guest, or only empty values and unfilled
 `${...}` placeholders, answers 200 with `found: false` and the same keys, so the Connection's
@@ -127,39 +152,44 @@ Scope: `profiles:read`."""
     + FAST_PATH_NOTE,
 )
 async def enrich_post(
-    _: ProfilesRead,
+    principal: ProfilesRead,
     body: Annotated[EnrichRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
     request: Request,
     settings: SettingsDep,
     cache: CacheDep,
+    views: ViewsDep,
 ) -> Response:
     """Look a guest up by the first identifier that matches."""
-    keys, selection = keys_and_selection(
-        body.identifiers, body.fields, settings.default_phone_region
+    keys, selection, ref = wanted(
+        body.identifiers, body.fields, body.view, settings.default_phone_region
     )
-    return await respond(request, cache, keys, selection)
+    return await respond(request, cache, keys, selection, (views, ref, principal.client_id))
 
 
 @router.get(
     "",
     responses=_GET_ANSWER,
-    response_model=EnrichAnswer,
+    response_model=EnrichAnswer | ViewAnswer,
     openapi_extra=_QUERY,
     summary="Look a guest up (GET)",
     description="""The same lookup as POST, with the identifiers as query parameters, tried in
 the order given: `?guest_ref=${guest.ref}&email=${guest.email}&fields=traits.tier,segments`.
 
-Every parameter but `fields` names an identifier type (at most 32). Repeated `fields`
-parameters are joined with commas. Scope: `profiles:read`."""
+Every parameter but `fields` and `view` names an identifier type (at most 32). Repeated
+`fields` parameters are joined with commas. Scope: `profiles:read`."""
     + FAST_PATH_NOTE,
 )
 async def enrich_get(
-    _: ProfilesRead, request: Request, settings: SettingsDep, cache: CacheDep
+    principal: ProfilesRead,
+    request: Request,
+    settings: SettingsDep,
+    cache: CacheDep,
+    views: ViewsDep,
 ) -> Response:
     """Look a guest up by query parameters."""
-    identifiers, fields = from_query(request.scope.get("query_string", b""))
-    keys, selection = keys_and_selection(identifiers, fields, settings.default_phone_region)
-    return await respond(request, cache, keys, selection)
+    identifiers, fields, view = from_query(request.scope.get("query_string", b""))
+    keys, selection, ref = wanted(identifiers, fields, view, settings.default_phone_region)
+    return await respond(request, cache, keys, selection, (views, ref, principal.client_id))
 
 
 method_not_allowed(router, "", ("GET", "POST"))

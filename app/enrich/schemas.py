@@ -30,6 +30,28 @@ _PATH = f"(?:{W}*\\.{W}*{_NON_BLANK}(?:[^.,]*{_NON_BLANK})?)+"
 _ITEM = f"{W}*(?:{_PLACEHOLDER}|(?:{_FIXED}|{_LISTS}){W}*|{_MAPS}(?:{_PATH})?{W}*)?"
 FIELDS_PATTERN = f"^{_ITEM}(?:,{_ITEM})*$"
 
+# `view`: a view's name, or name@version; blank or an unfilled ${...} counts as none.
+MAX_VIEW_NAME = 48
+VIEW_NAME = f"[A-Za-z][A-Za-z0-9_]{{0,{MAX_VIEW_NAME - 1}}}"
+VIEW_REF_PATTERN = f"^{W}*(?:{VIEW_NAME}(?:@[1-9][0-9]{{0,8}})?|{_PLACEHOLDER})?{W}*$"
+VIEW_REF_MAX_CHARS = 128
+VIEW_DESCRIPTION = (
+    "A view (`enrich views`): a named, versioned selection of fields with flat keys and "
+    "defaults, so the answer has a fixed shape for one Connection. `name` is its latest live "
+    "version, `name@3` that version for good. The answer is then the fixed keys (`found`, "
+    "`matched`, `profile_id`, `updated_at`, `stale`) plus the view's fields: renamed ones as "
+    "flat top-level keys (their default, else null, when the guest lacks the value), the "
+    "others nested in their root as `fields` would give them. Not with `fields` (422). "
+    "Unknown view: 404; retired: 410. Omitted, blank or an unfilled `${...}`: the client's "
+    "default view if it has one (and no `fields` is given), else none. Names are "
+    "case-insensitive."
+)
+VIEW_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": VIEW_REF_MAX_CHARS,
+    "pattern": VIEW_REF_PATTERN,
+}
+
 FIELDS_DESCRIPTION = (
     "What goes inside `traits`, `metrics`, `segments` and `recommendations`: comma-separated "
     "dot paths (`traits.tier`, `metrics.lifetime_value`, `segments`, `recommendations`), as one "
@@ -73,6 +95,19 @@ UNKNOWN_ANSWER: dict[str, Any] = {
     "updated_at": None,
     "stale": False,
 }
+# The demo guest through the demo's example view (`enrich demo` creates `web_offer`).
+DEMO_VIEW_ANSWER: dict[str, Any] = {
+    "found": True,
+    "matched": "email",
+    "profile_id": "1b0e8c8a-4c1f-4b7e-9d54-2f1e9a3c7d10",
+    "segments": ["tier_platinum", "likes_running", "high_value", "newsletter", "active_30d"],
+    "tier": "platinum",
+    "first_name": "Dana",
+    "lifetime_value": 8421.75,
+    "churn_risk": 0.04,
+    "updated_at": "2026-11-28T16:45:00Z",
+    "stale": False,
+}
 REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
     "demo_guest": {
         "summary": "The demo guest, by email (found)",
@@ -91,6 +126,13 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
             "fields": "traits.tier,metrics.lifetime_value,segments",
         },
     },
+    "demo_view": {
+        "summary": "The demo guest through a view (flat keys)",
+        "description": "The demo's example view `web_offer` (`enrich views show web_offer`): "
+        "the fixed keys, `segments`, and traits and metrics renamed to flat keys, with "
+        "defaults for a guest who lacks them.",
+        "value": {"identifiers": {"email": "demo@example.com"}, "view": "web_offer"},
+    },
     "unknown_guest": {
         "summary": "An unknown guest (found: false)",
         "description": "No profile has this identifier: 200 with `found: false` and empty "
@@ -100,7 +142,22 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 ANSWER_EXAMPLES: dict[str, dict[str, Any]] = {
     "demo_guest": {"summary": "A known guest (trimmed to `fields`)", "value": DEMO_ANSWER},
+    "demo_view": {"summary": "A known guest through a view", "value": DEMO_VIEW_ANSWER},
     "unknown_guest": {"summary": "An unknown guest", "value": UNKNOWN_ANSWER},
+}
+
+
+# The ``fields`` parameter's schema (the service checks the names: an unknown one is a 422).
+FIELDS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "array",
+            "maxItems": MAX_FIELDS_ITEMS,
+            "items": {**FIELDS_STRING_SCHEMA, "maxLength": MAX_FIELDS_ITEM},
+        },
+        FIELDS_STRING_SCHEMA,
+        {"type": "null"},
+    ]
 }
 
 
@@ -124,17 +181,13 @@ class EnrichRequest(BaseModel):
     fields: list[str] | str | None = Field(
         default=None,
         description=FIELDS_DESCRIPTION,
-        json_schema_extra={
-            "anyOf": [
-                {
-                    "type": "array",
-                    "maxItems": MAX_FIELDS_ITEMS,
-                    "items": {**FIELDS_STRING_SCHEMA, "maxLength": MAX_FIELDS_ITEM},
-                },
-                FIELDS_STRING_SCHEMA,
-                {"type": "null"},
-            ]
-        },
+        json_schema_extra=FIELDS_SCHEMA,
+    )
+    view: str | None = Field(
+        default=None,
+        max_length=VIEW_REF_MAX_CHARS,
+        description=VIEW_DESCRIPTION,
+        json_schema_extra={"pattern": VIEW_REF_PATTERN},
     )
 
 
@@ -156,4 +209,23 @@ class EnrichAnswer(BaseModel):
     )
     truncated: bool | None = Field(
         default=None, description="present (true) only when lists were cut to fit the size cap"
+    )
+
+
+class ViewAnswer(BaseModel):
+    """The answer for a view: always the fixed keys, then the view's own: the roots it leaves
+    nested (``traits``, ``metrics``, ``segments``, ``recommendations``, as ``fields`` trims
+    them) and its flat keys (each always present: the value, the view's default, or null)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    found: bool = Field(description="whether a profile matched")
+    matched: str | None = Field(description="the type of the identifier that matched")
+    profile_id: str | None = Field(description="the matched profile's id")
+    updated_at: datetime | None = Field(description="when the profile last changed")
+    stale: bool = Field(
+        description="true when the database did not answer in time and a cached copy was used"
+    )
+    truncated: bool | None = Field(
+        default=None, description="present (true) only when values were cut to fit the size cap"
     )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.bearer import AuthorizerDep, bearer_token
+from app.auth.bearer import AuthorizerDep, api_key_header, bearer_token
 from app.core.addresses import FORWARDED_KEY, NetworkSet
 from app.core.errors import NotFoundError
 from app.core.openapi import errors
@@ -124,6 +124,7 @@ async def metrics(
     engine: Annotated[AsyncEngine, Depends(part(AsyncEngine))],
     authorizer: AuthorizerDep,
     token: str | None = Security(bearer_token, scopes=["admin"]),
+    api_key: str | None = Security(api_key_header),
 ) -> Response:
     """Expose the metrics of every worker to Prometheus.
 
@@ -133,6 +134,6 @@ async def metrics(
     if not settings.metrics_enabled:
         raise NotFoundError("metrics are switched off")
     if not _from_metrics_network(request, gate):
-        await authorizer.authorize(request, token, "admin")
+        await authorizer.authorize(request, token, "admin", api_key)
     sample_pool(engine)
     return Response(render(), media_type=CONTENT_TYPE)

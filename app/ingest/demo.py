@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.clients import ClientService, verify_secret
 from app.auth.repository import ClientRepository
-from app.auth.service import ClientService, verify_secret
 from app.core.settings import Settings
 from app.ingest.fast import prepare_raw
 from app.profiles.bulk.upsert import upsert_prepared
@@ -213,6 +213,27 @@ def demo_guest() -> dict[str, Any]:
         "recommendations": _recommendations(random.Random("enrich-demo-guest"), "running", 8),
         "source": SOURCE,
     }
+
+
+# The demo's example view (`enrich views`): what a web-offer decision needs, flat, with
+# defaults, so an unknown guest maps to the same outputs (`enrich demo` keeps it current).
+DEMO_VIEW = "web_offer"
+DEMO_VIEW_DEFINITION: dict[str, Any] = {
+    "fields": [
+        "traits.tier",
+        "traits.first_name",
+        "metrics.lifetime_value",
+        "metrics.churn_risk",
+        "segments",
+    ],
+    "rename": {
+        "traits.tier": "tier",
+        "traits.first_name": "first_name",
+        "metrics.lifetime_value": "lifetime_value",
+        "metrics.churn_risk": "churn_risk",
+    },
+    "defaults": {"traits.tier": "none", "metrics.lifetime_value": 0, "segments": ["anonymous"]},
+}
 
 
 def demo_documents(profiles: int) -> Iterator[dict[str, Any]]:

@@ -8,13 +8,18 @@ from collections.abc import Callable
 import redis.exceptions
 
 # What says Redis is down or hung: the connection failed or timed out (redis-py's own
-# errors, and the OSError/TimeoutError of app.platform.redis_pipe and asyncio.timeout). Anything
-# else (a value that cannot be encoded, a command Redis refused) is about one request.
+# errors, and the OSError/TimeoutError of app.platform.redis_pipe and asyncio.timeout), or a
+# cluster's slot is not served for now. Anything else (a value that cannot be encoded, a
+# command Redis refused) is about one request.
 OUTAGES = (
     OSError,
     TimeoutError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    # A Redis Cluster with a slot nobody serves (a master failing over) or being moved.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
 )
 
 

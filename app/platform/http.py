@@ -30,6 +30,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.core.certs import CERT_DER_KEY, CERT_KEY, thumbprint
 from app.platform.http_limits import (
     LINGER_BYTES,
     LINGER_SECONDS,
@@ -131,6 +132,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     __slots__ = (
         "_body_seen",
         "_body_timer",
+        "_cert",
         "_dropped",
         "_head_begun",
         "_head_read",
@@ -165,10 +167,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._refused = False  # answered by the protocol: the rest is dropped
         self._dropped = 0
+        self._cert: str | None = None  # the client certificate's thumbprint (TLS), if any
+        self._cert_der: bytes | None = None  # and the certificate
 
     # -- the connection ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # The certificate the caller presented when the server terminates TLS: once per
+        # connection, into each request's scope (app/core/certs.py).
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None and (der := tls.getpeercert(binary_form=True)):
+            self._cert, self._cert_der = thumbprint(der), der
         coalescing = CoalescingTransport(transport, self.loop, self.tasks)
         super().connection_made(coalescing)  # type: ignore[arg-type]
         # A caller that connects and sends nothing is closed when a head would have been late.
@@ -267,6 +276,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_begun = True
+        if self._cert is not None:
+            self.scope[CERT_KEY] = self._cert  # type: ignore[literal-required]
+            self.scope[CERT_DER_KEY] = self._cert_der  # type: ignore[literal-required]
 
     def on_headers_complete(self) -> None:
         self._reading_head = self._head_begun = False

@@ -9,14 +9,15 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol, cast
+from typing import Any, Protocol
 
-import redis.asyncio as redis
+import redis
 import structlog
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
 
 from app.core.settings import Settings
+from app.platform import redis_client
+from app.platform.redis_client import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -112,29 +113,36 @@ class MemoryCache:
         self._data.clear()
 
 
+# INCR, and the expiry on the first increment (one key: one slot on a cluster too).
+INCR = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+
+
 class RedisCache:
-    """Redis behind a key prefix, with connect and socket timeouts from the settings."""
+    """Redis (one server or a cluster) behind a key prefix, with connect and socket timeouts
+    from the settings."""
 
     name = "redis"
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
+        self.cluster = redis_client.is_cluster(client)
+        self._incr: Any = client.register_script(INCR)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisCache:
-        dsn = settings.redis_dsn
-        assert dsn is not None
-        client = redis.Redis.from_url(
-            dsn,
-            socket_connect_timeout=settings.redis_connect_timeout,
-            socket_timeout=settings.redis_socket_timeout,
-            health_check_interval=30,
-            # A restarted Redis leaves a dead connection in the pool, which fails once: try
-            # a new one then. A timeout is not retried (a hung Redis must cost one timeout).
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        )
+        client = redis_client.connect(settings, socket_timeout=settings.redis_socket_timeout)
         return cls(client, settings.redis_prefix)
+
+    async def prepare(self, *scripts: str) -> None:
+        """Ready a cluster client before the first request (see ``redis_client.prepare``)."""
+        await redis_client.prepare(self.client, INCR, *scripts)
 
     def full_key(self, key: str) -> str:
         """The name Redis keeps ``key`` under, for a client of the same Redis that does not
@@ -147,8 +155,7 @@ class RedisCache:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of ``keys`` (None where absent), in one round trip."""
-        values = await self.client.mget([self.prefix + k for k in keys])
-        return cast(list[bytes | None], values)  # no decode_responses: always bytes
+        return await redis_client.mget(self.client, [self.prefix + k for k in keys])
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self.client.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
@@ -161,26 +168,39 @@ class RedisCache:
             await pipe.execute()
 
     async def delete(self, *keys: str) -> None:
-        if keys:
-            await self.client.delete(*(self.prefix + k for k in keys))
+        await redis_client.delete(self.client, [self.prefix + k for k in keys])
 
     async def incr(self, key: str, ttl: int) -> int:
-        full = self.prefix + key
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.incr(full)
-            pipe.expire(full, ttl, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
+        return int(await self._incr(keys=[self.prefix + key], args=[ttl]))
 
     async def ttl(self, key: str) -> int:
         return max(0, int(await self.client.ttl(self.prefix + key)))
 
     async def counts(self, *keys: str) -> list[int]:
-        values = await self.client.mget([self.prefix + k for k in keys])
+        values = await redis_client.mget(self.client, [self.prefix + k for k in keys])
         return [int(v) if v is not None else 0 for v in values]
 
     async def ping(self) -> bool:
-        return bool(await self.client.ping())
+        """Whether Redis answers (readiness). On a cluster, whether any node does, each asked
+        on a connection of the ping's own: through the client, a ping waits behind the
+        slot-map reads that every call to a dead master starts during a failover, and missed
+        readiness's bound on every host at once (the namespace cluster's drill,
+        docs/deployment.md). Not on the nodes' pools: a reply that came after a timeout
+        would be read by the next command on that connection."""
+        nodes = self.client.get_nodes() if isinstance(self.client, RedisCluster) else []
+        if not nodes:  # one Redis, or a cluster client that has not read its slot map yet
+            return bool(await self.client.ping())
+        failure: Exception = redis.ConnectionError("no node of the cluster answers")
+        for node in nodes:
+            connection = node.connection_class(**node.connection_kwargs)
+            try:
+                await connection.send_command("PING")
+                return bool(await connection.read_response())
+            except (redis.RedisError, OSError) as exc:
+                failure = exc
+            finally:
+                await connection.disconnect()
+        raise failure
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -29,6 +29,8 @@ from app.core.settings import Settings
 from app.platform.metrics import AccessRecord, count_redis_errors
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+# The caller's X-Correlation-Id (Sitecore Personalize sends one with every connection request).
+correlation_id_var: ContextVar[str] = ContextVar("correlation_id", default="")
 
 ACCESS_EVENT = "http.request"
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
@@ -124,6 +126,9 @@ def _add_request_id(_logger: Any, _name: str, event: EventDict) -> EventDict:
     request_id = request_id_var.get()
     if request_id:
         event.setdefault("request_id", request_id)
+    correlation_id = correlation_id_var.get()
+    if correlation_id:
+        event.setdefault("correlation_id", correlation_id)
     return event
 
 
@@ -144,7 +149,8 @@ class _DropBelow:
 
 
 class AccessLog:
-    """The one line per request: request id, client, route, status, duration, cache level.
+    """The one line per request: request id, the caller's correlation id (null when none came),
+    client, route, status, duration, cache level.
 
     Lines are written in batches (``write_all``, see ``app.platform.middleware.Access``): a
     batch costs one ``write`` per ``PIPE_BUF`` bytes instead of one per line. A write of at most
@@ -175,10 +181,14 @@ class AccessLog:
 
     def write_all(self, records: list[AccessRecord]) -> None:
         if not self.json:
-            for _, seconds, request_id, client_id, method, route, status, cache, address in records:
+            for record in records:
+                _, seconds, request_id, client_id, method, route, status, cache, address, cid = (
+                    record
+                )
                 self._console.info(
                     ACCESS_EVENT,
                     request_id=request_id,
+                    correlation_id=cid,
                     client_id=client_id,
                     method=method,
                     route=route,
@@ -193,16 +203,28 @@ class AccessLog:
         dumps = orjson.dumps
         lines: list[bytes] = []
         size = 0
-        for ended, seconds, request_id, client_id, method, route, status, cache, address in records:
+        for (
+            ended,
+            seconds,
+            request_id,
+            client_id,
+            method,
+            route,
+            status,
+            cache,
+            address,
+            correlation_id,
+        ) in records:
             key = (client_id, method, route, status, cache, address)
             middle = middles.get(key)
             if middle is None:
                 if len(middles) >= ACCESS_TEMPLATES_MAX:
                     middles.clear()
                 middle = middles[key] = _access_middle(*key)
-            line = b'%s%s%s%.3f,"timestamp":"%s"}\n' % (
+            line = b'%s%s,"correlation_id":%s%s%.3f,"timestamp":"%s"}\n' % (
                 _ACCESS_HEAD,
                 dumps(request_id),
+                dumps(correlation_id),
                 middle,
                 seconds * 1000,
                 self._timestamp(ended + to_wall),

@@ -28,9 +28,14 @@ from prometheus_client import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.replica_reads import ReplicaRouter
+
 # What the access line and the request metrics need of one request, recorded as it ends:
-# (ended: perf_counter, seconds, request id, client id, method, route, status, cache, address).
-AccessRecord = tuple[float, float, str, "str | None", str, str, int, "str | None", "str | None"]
+# (ended: perf_counter, seconds, request id, client id, method, route, status, cache, address,
+# the caller's X-Correlation-Id).
+AccessRecord = tuple[
+    float, float, str, "str | None", str, str, int, "str | None", "str | None", "str | None"
+]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How far behind the requests a scrape may be, and how often (in flushes) the pool is sampled.
@@ -79,6 +84,17 @@ ADDRESS_REFUSED = Counter(
     ["client_id"],
 )
 REDIS_ERRORS = Counter("enrich_redis_errors", "Failed Redis operations, by what failed", ["event"])
+# A write whose invalidation some worker did not acknowledge in time (it answered anyway).
+INVALIDATIONS_UNACKNOWLEDGED = Counter(
+    "enrich_invalidations_unacknowledged",
+    "Writes answered before every worker acknowledged their cache invalidation",
+)
+# Summed over every worker process `enrich serve` ever ran (their files stay in the
+# multiprocess directory), so a worker replaced after it died or hung adds one.
+WORKER_STARTS = Counter("enrich_worker_starts", "Worker processes started")
+WORKER_RESTARTS = Counter(
+    "enrich_worker_restarts", "Worker processes started to replace one that died or hung"
+)
 DB_POOL_IN_USE = Gauge(
     "enrich_db_pool_in_use",
     "Database connections checked out of the pools (all workers)",
@@ -88,6 +104,28 @@ DB_POOL_WAITING = Gauge(
     "enrich_db_pool_waiting",
     "Requests waiting for a database connection (all workers)",
     multiprocess_mode="livesum",
+)
+
+DB_READS = Counter(
+    "enrich_db_reads",
+    "Reads that may use a read replica (enrich misses, profile reads), by where they went: "
+    "replica; primary (no replica had replayed what they need, or none was usable); fallback "
+    "(a replica failed, the primary answered)",
+    ["server"],
+)
+REPLICA_USABLE = Gauge(
+    "enrich_replica_usable",
+    "1 while the replica answers and is within ENRICH_DATABASE_REPLICA_MAX_LAG_SECONDS "
+    "(0 when any worker's probe finds it is not)",
+    ["replica"],
+    multiprocess_mode="livemin",
+)
+REPLICA_BEHIND_BYTES = Gauge(
+    "enrich_replica_behind_bytes",
+    "WAL bytes the primary had flushed that the replica had not replayed, as last probed "
+    "(-1: not known yet)",
+    ["replica"],
+    multiprocess_mode="livemax",
 )
 
 # The log events that report a failed Redis call (every Redis failure in the code base is
@@ -152,7 +190,7 @@ class RequestMetrics:
     def observe_all(self, records: Iterable[AccessRecord]) -> None:
         tallies = self._tallies
         levels = self._cache
-        for _, seconds, _, _, method, route, status, cache, _ in records:
+        for _, seconds, _, _, method, route, status, cache, _, _ in records:
             if method not in METHODS:
                 method = "OTHER"  # the label set stays bounded whatever a caller sends
             key = (route, method, status)
@@ -194,6 +232,28 @@ class RequestMetrics:
 request_metrics = RequestMetrics()
 
 
+class ReplicaMetrics:
+    """The read replicas as metrics: the router's read counts (taken and reset) and what the
+    probe last saw of each replica. A source of ``request_metrics``, drained at each flush."""
+
+    def __init__(self, router: ReplicaRouter) -> None:
+        self.router = router
+
+    def drain(self) -> None:
+        reads = self.router.reads
+        for server, count in reads.items():
+            if count:
+                DB_READS.labels(server).inc(count)
+                reads[server] = 0
+        probe = self.router.probe
+        primary = probe.primary_position
+        for replica in probe.replicas:
+            REPLICA_USABLE.labels(replica.name).set(1 if replica.usable else 0)
+            known = primary is not None and replica.replayed >= 0
+            behind = max(0, primary - replica.replayed) if primary is not None and known else -1
+            REPLICA_BEHIND_BYTES.labels(replica.name).set(behind)
+
+
 def sample_pool(engine: AsyncEngine) -> None:
     """Set the pool gauges from this process's engine (summed over workers at scrape time)."""
     pool: Any = engine.pool
@@ -205,11 +265,30 @@ def sample_pool(engine: AsyncEngine) -> None:
     DB_POOL_WAITING.set(sum(1 for waiter in getters if not waiter.done()))
 
 
+def count_worker_start(workers: int) -> None:
+    """Count this worker's start; a restart when ``workers`` had started already.
+
+    Only ``enrich serve`` (multiprocess mode) replaces workers; its first ``workers`` starts
+    are the launch, any later one replaces a worker that died or hung.
+    """
+    if multiprocess_mode() and _started_workers() >= workers:
+        WORKER_RESTARTS.inc()
+    WORKER_STARTS.inc()
+
+
+def _started_workers() -> float:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    value = registry.get_sample_value("enrich_worker_starts_total")
+    return value or 0.0
+
+
 class MetricsFlusher:
     """Moves the request tallies over every ``FLUSH_SECONDS``; samples the pool each second."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, workers: int = 1) -> None:
         self.engine = engine
+        self.workers = workers
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -223,6 +302,7 @@ class MetricsFlusher:
                     sample_pool(self.engine)
 
     def start(self) -> None:
+        count_worker_start(self.workers)
         self._task = asyncio.create_task(self._run(), name="metrics-flusher")
 
     async def stop(self) -> None:

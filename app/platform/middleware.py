@@ -14,8 +14,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.addresses import FORWARDED_KEY, NetworkSet, forwarded_client
 from app.core.errors import AppError, BodyTooLargeError, InternalError, database_answer
-from app.platform.logging import FLUSH_SECONDS, AccessLog, exception_fields, request_id_var
+from app.platform.logging import (
+    FLUSH_SECONDS,
+    AccessLog,
+    correlation_id_var,
+    exception_fields,
+    request_id_var,
+)
 from app.platform.metrics import ROUTE_UNMATCHED, AccessRecord, RequestMetrics
+
+# A response header (name, value).
+Header = tuple[bytes, bytes]
 
 # Where a request's authenticated client_id is left for the access line.
 CLIENT_ID_KEY = "enrich.client_id"
@@ -136,6 +145,8 @@ def route_template(scope: Scope) -> str:
 # secret, and uuid4 reads the system's entropy source for every request.
 _ID_PREFIX = secrets.token_hex(10)
 _ids = itertools.count(1)
+# The longest request or correlation id taken from a caller (longer ones are cut).
+ID_MAX = 128
 
 
 # Requests recorded before their access lines and metrics are made (in one go): a batch is
@@ -173,13 +184,37 @@ class Access:
             metrics.add_source(self)
 
     @staticmethod
-    def request_id(given: bytes) -> str:
-        """The caller's X-Request-ID when it is usable, else a new one."""
+    def request_id(given: bytes, correlation: str | None = None) -> str:
+        """The caller's X-Request-ID when it is usable, else its X-Correlation-Id (already
+        checked by ``correlation_id``), else a new one."""
         if given:
-            candidate = given.decode("latin-1")[:128]
+            candidate = given.decode("latin-1")[:ID_MAX]
             if candidate.isprintable():
                 return candidate
+        if correlation:
+            return correlation
         return "%s%012x" % (_ID_PREFIX, next(_ids))  # noqa: UP031 (faster than an f-string)
+
+    @classmethod
+    def ids(cls, given: bytes, correlation: bytes) -> tuple[str, str | None, list[Header]]:
+        """The request id, the correlation id (None when none usable came) and the headers that
+        echo them, from the request's X-Request-ID and X-Correlation-Id."""
+        correlation_id = cls.correlation_id(correlation) if correlation else None
+        request_id = cls.request_id(given, correlation_id)
+        headers = [(b"x-request-id", request_id.encode("latin-1"))]
+        if correlation_id is not None:
+            headers.append((b"x-correlation-id", correlation_id.encode("latin-1")))
+        return request_id, correlation_id, headers
+
+    @staticmethod
+    def correlation_id(given: bytes) -> str | None:
+        """The caller's X-Correlation-Id when it is usable (cut to ID_MAX characters, printable),
+        else None: it is neither echoed nor logged."""
+        if given:
+            candidate = given.decode("latin-1")[:ID_MAX]
+            if candidate.isprintable():
+                return candidate
+        return None
 
     def forward(self, scope: Scope, forwarded: list[bytes]) -> None:
         """Replace ``scope["client"]`` with the caller behind a trusted proxy, if any."""
@@ -197,6 +232,7 @@ class Access:
         status: int,
         started: float,
         cache: str | None,
+        correlation_id: str | None = None,
     ) -> None:
         ended = time.perf_counter()
         address = scope.get("client")
@@ -212,6 +248,7 @@ class Access:
                 status,
                 cache,
                 address[0] if address else None,
+                correlation_id,
             )
         )
         if len(records) >= self._batch:
@@ -245,6 +282,8 @@ class AccessMiddleware:
       caller's address then replaces ``scope["client"]``, so everything downstream (allowlists,
       the token endpoint's lockout) sees the same address.
     - ``X-Request-ID`` is taken from the request (or made up), bound for the logs and echoed.
+      Without one, an ``X-Correlation-Id`` (what Personalize sends) is the request id; it is
+      echoed as itself too, and named on the access line, the logs and the audit.
     - After the answer: one access line and the request metrics, labelled by route template
       (``scope["route"]``, set by the router).
     """
@@ -262,18 +301,20 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        given = b""
+        given = correlation = b""
         forwarded: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 given = value
             elif name == b"x-forwarded-for":
                 forwarded.append(value)
+            elif name == b"x-correlation-id":
+                correlation = value
         access = self.access
-        request_id = access.request_id(given)
+        request_id, correlation_id, id_headers = access.ids(given, correlation)
         access.forward(scope, forwarded)
         token = request_id_var.set(request_id)
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        correlated = correlation_id_var.set(correlation_id or "")
         status = 500  # until an answer says otherwise
         started_response = False
         cache: str | None = None
@@ -287,7 +328,7 @@ class AccessMiddleware:
                 for name, value in headers:
                     if name == b"x-cache":
                         cache = value.decode("latin-1")
-                message["headers"] = [*headers, id_header]
+                message["headers"] = [*headers, *id_headers]
             await send(message)
 
         try:
@@ -296,8 +337,10 @@ class AccessMiddleware:
             await answer_unhandled(exc, scope, send_with_id, started=started_response)
         finally:
             request_id_var.reset(token)
+            correlation_id_var.reset(correlated)
             if access.recording:
-                access.record(scope, request_id, route_template(scope), status, started, cache)
+                template = route_template(scope)
+                access.record(scope, request_id, template, status, started, cache, correlation_id)
 
     def _flushing_at_shutdown(self, send: Send) -> Send:
         access = self.access

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis.asyncio as redis
 import structlog
 
 from app.core.errors import AppError
+from app.platform.redis_client import RedisClient, is_cluster
 
 log = structlog.get_logger(__name__)
 
@@ -178,7 +178,7 @@ class RedisLimiter:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         prefix: str,
         fallback: LocalLimiter,
         timeout: float = 0.1,
@@ -284,6 +284,9 @@ class RedisLimiter:
             lease.denied_until = self._clock() + int(wait_ms) / 1000
 
     async def _give_back(self, returns: list[tuple[str, Limit, int]]) -> None:
+        if is_cluster(self.client):
+            await self._give_back_each(returns)
+            return
         try:
             async with (
                 asyncio.timeout(self.timeout),
@@ -296,6 +299,22 @@ class RedisLimiter:
                         client=pipe,
                     )
                 await pipe.execute()
+        except Exception as exc:
+            log.warning("ratelimit.redis_failed", error=type(exc).__name__)
+
+    async def _give_back_each(self, returns: list[tuple[str, Limit, int]]) -> None:
+        """On a cluster each bucket is on its own node: the scripts go out together, each to
+        its node (a cluster pipeline cannot load a script a node has not seen)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.gather(
+                    *(
+                        self._script(
+                            keys=[self.prefix + client_id], args=[limit.rate, limit.burst, -tokens]
+                        )
+                        for client_id, limit, tokens in returns
+                    )
+                )
         except Exception as exc:
             log.warning("ratelimit.redis_failed", error=type(exc).__name__)
 

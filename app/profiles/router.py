@@ -9,15 +9,17 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from app.audit.log import PROFILE_ERASED, AuditLog, client_actor
 from app.auth.bearer import ProfilesRead, ProfilesWrite
 from app.auth.tokens import Principal
-from app.core.db import SessionDep
 from app.core.errors import AppError
 from app.core.openapi import examples_with_nulls, method_not_allowed
+from app.core.parts import part
+from app.core.replica_reads import ReadSessions
 from app.core.responses import JSONResponse
 from app.core.settings import Settings, SettingsDep
 from app.identity.identifiers import Key, path_key
@@ -70,11 +72,16 @@ async def get_profile(
     id_type: IdType,
     id_value: ReadValue,
     settings: SettingsDep,
-    session: SessionDep,
+    reads: Annotated[ReadSessions, Depends(part(ReadSessions))],
 ) -> JSONResponse:
     """Return the whole profile, found by any one of its identifiers."""
-    service = ProfileService(session, settings.default_phone_region)
-    return JSONResponse(await service.get(_key(settings, id_type, id_value)))
+    key = _key(settings, id_type, id_value)
+
+    async def read(session: AsyncSession) -> dict[str, Any]:
+        return await ProfileService(session, settings.default_phone_region).get(key)
+
+    # On a read replica that has replayed every write to this identifier, else the primary.
+    return JSONResponse(await reads.run([key], read))
 
 
 @router.put(

@@ -4,7 +4,9 @@ Writes take ``WriteDep`` instead of ``SessionDep``: a function-scoped dependency
 when the endpoint returns and before FastAPI sends the response. It commits, then drops the
 cached answers of every identifier the write touched (L1 in every process, L2 in Redis).
 Invalidating only after the commit matters: a reader that refills the cache between an early
-invalidation and the commit would store the old profile again. A failed commit raises before
+invalidation and the commit would store the old profile again. With read replicas the
+invalidation also carries the commit's WAL position, so no process reads the written keys from
+a replica that has not replayed it (``app.core.replicas``). A failed commit raises before
 anything is invalidated or answered.
 """
 
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import SessionMaker
 from app.core.parts import part
+from app.core.replicas import commit_lsn
 from app.core.settings import SettingsDep
 from app.identity.identifiers import Key
 
@@ -33,11 +36,12 @@ class Invalidation:
     serve nothing from their L1 (see EnrichCache).
     """
 
-    def __init__(self, drop: Callable[[Iterable[Key]], Awaitable[None]]) -> None:
+    def __init__(self, drop: Callable[[Iterable[Key], int | None], Awaitable[None]]) -> None:
         self.drop = drop
 
-    async def __call__(self, keys: Iterable[Key]) -> None:
-        await self.drop(keys)
+    async def __call__(self, keys: Iterable[Key], lsn: int | None = None) -> None:
+        """``lsn``: the write's commit position in the WAL, when there are read replicas."""
+        await self.drop(keys, lsn)
 
 
 @dataclass
@@ -69,8 +73,12 @@ async def profile_write(
         except BaseException:
             await session.rollback()
             raise
+        lsn = None
+        if write.keys and settings.replica_urls:
+            # Read after the commit returned: at or past the commit's record.
+            lsn = await commit_lsn(session)
     if write.keys:
-        await invalidate(write.keys)
+        await invalidate(write.keys, lsn)
 
 
 # scope="function": FastAPI runs the exit code before the response is sent, not after it.

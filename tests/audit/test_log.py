@@ -43,7 +43,11 @@ class TestAuditFromTheCommandLine:
             "client.disabled",
         ]
         assert {e["actor"] for e in mine} == {f"cli:{getpass.getuser()}"}
-        assert mine[0]["details"] == {"name": "crm", "scopes": ["profiles:read"]}
+        assert mine[0]["details"] == {
+            "name": "crm",
+            "scopes": ["profiles:read"],
+            "auth_method": "client_secret",
+        }
         assert mine[2]["details"] == {"rps": 50.0, "burst": 80}
         assert mine[3]["details"] == {"networks": ["203.0.113.0/24", "198.51.100.7/32"]}
         assert entries[-1]["action"] == "key.rotated"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from app.core.addresses import NetworkSet, forwarded_client
 from tests.conftest import AppFactory, RunningApp
 from tests.fixtures.callers import (
@@ -135,8 +135,9 @@ class TestTrustedProxies:
         headers = {"Authorization": f"Bearer {token}"}
         inside = {**headers, "X-Forwarded-For": "198.51.100.50"}
         outside = {**headers, "X-Forwarded-For": "192.0.2.50"}
-        assert (await app.http.post(ENRICH, json=GUEST, headers=inside)).is_success
-        assert (await app.http.post(ENRICH, json=GUEST, headers=outside)).status_code == 403
+        for _ in range(2):  # the route, then the fast path (which knows the token by then)
+            assert (await app.http.post(ENRICH, json=GUEST, headers=inside)).is_success
+            assert (await app.http.post(ENRICH, json=GUEST, headers=outside)).status_code == 403
 
     async def test_it_is_ignored_from_anyone_else(self, running: RunningApp, new_caller) -> None:  # type: ignore[no-untyped-def]
         caller: Caller = await new_caller()

@@ -176,3 +176,41 @@ class TestEnrichEndpointAuth:
         assert 'error="insufficient_scope"' in wrong_scope.headers["www-authenticate"]
         assert (await revoke(running.http, reader, token)).status_code == 200
         assert_invalid_token(await running.http.get(path, headers=bearer(token)))
+
+
+FAST_PATH = "/v1/enrich?email=nobody%40example.com"  # profiles:read, answered by the fast path
+
+
+class TestWhyAKnownTokenIsRefused:
+    """A token this worker verified and remembered, refused later: the answer says why, so
+    whoever reads the 401 (a Personalize connection's test, an operator) knows what to fix.
+    On the fast path too, which hands such a request to the route."""
+
+    @pytest.mark.parametrize("path", [PROBE_READ, FAST_PATH])
+    async def test_an_expired_one_says_expired(
+        self, probe: RunningApp, make_client: ClientMaker, path: str
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        for _ in range(2):  # verified, then remembered
+            assert (await probe.http.get(path, headers=bearer(token))).status_code == 200
+        later = time.time() + 7200  # past its expiry, on the verifier's clock
+        probe.runtime.verifier.clock = lambda: later
+        refused = await probe.http.get(path, headers=bearer(token))
+        assert_invalid_token(refused)
+        challenge = refused.headers["www-authenticate"]
+        assert 'error_description="the access token has expired"' in challenge
+
+    @pytest.mark.parametrize("path", [PROBE_READ, FAST_PATH])
+    async def test_a_revoked_one_says_revoked(
+        self, probe: RunningApp, make_client: ClientMaker, path: str
+    ) -> None:
+        client = await make_client("profiles:read")
+        token = await fetch_token(probe.http, client)
+        for _ in range(2):
+            assert (await probe.http.get(path, headers=bearer(token))).status_code == 200
+        assert (await revoke(probe.http, client, token)).status_code == 200
+        refused = await probe.http.get(path, headers=bearer(token))
+        assert_invalid_token(refused)
+        challenge = refused.headers["www-authenticate"]
+        assert 'error_description="the access token has been revoked"' in challenge

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from tests.auth.conftest import PROBE_READ
 from tests.conftest import ClientMaker, OAuthClient, RunningApp
 from tests.fixtures.callers import basic, bearer, fetch_token, request_token

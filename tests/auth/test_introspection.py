@@ -8,7 +8,7 @@ import httpx
 import jwt
 import pytest
 
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from tests.auth.conftest import forged
 from tests.conftest import ClientMaker, OAuthClient, RunningApp
 from tests.fixtures.callers import basic, fetch_token, introspect, revoke

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from app.auth.service import KeyService
+from app.auth.signing_keys import KeyService
 from app.core.models import SigningKey
 from tests.auth.conftest import PROBE_READ, mount_probe, sign, valid_claims
 from tests.conftest import AppFactory, Backend, ClientMaker, OAuthClient, RunningApp

@@ -22,7 +22,12 @@ class TestServerMetadata:
         assert meta["introspection_endpoint"] == "http://testserver/oauth/introspect"
         assert meta["jwks_uri"] == "http://testserver/.well-known/jwks.json"
         assert meta["grant_types_supported"] == ["client_credentials"]
-        methods = {"client_secret_basic", "client_secret_post"}
+        methods = {
+            "client_secret_basic",
+            "client_secret_post",
+            "tls_client_auth",
+            "self_signed_tls_client_auth",
+        }
         assert set(meta["token_endpoint_auth_methods_supported"]) == methods
         assert set(meta["revocation_endpoint_auth_methods_supported"]) == methods
         assert set(meta["introspection_endpoint_auth_methods_supported"]) == methods

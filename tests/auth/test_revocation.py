@@ -20,8 +20,8 @@ from sqlalchemy import select
 from starlette.types import ASGIApp, Message
 
 from app.auth import sync as sync_module
+from app.auth.clients import ClientService
 from app.auth.repository import ClientRepository
-from app.auth.service import ClientService
 from app.auth.tokens import RevocationView
 from app.core.models import Client, RevokedToken
 from app.core.settings import Settings

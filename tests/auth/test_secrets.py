@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.auth.service import generate_secret
+from app.auth.clients import generate_secret
 
 
 class TestGenerateSecret:

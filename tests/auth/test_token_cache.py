@@ -5,43 +5,17 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
-from collections.abc import Iterable
 
 import pytest
 
 from app.auth.tokens import (
     MAX_AUTHORIZATION_BYTES,
     InvalidTokenError,
-    RevocationView,
-    TokenIssuer,
-    TokenVerifier,
 )
 from tests.auth.conftest import PROBE_READ
 from tests.conftest import ClientMaker, RunningApp
 from tests.fixtures.callers import bearer, fetch_token
-
-
-def verifier_for(
-    running: RunningApp, max_cached_bytes: int, clients: Iterable[str] = ("enr_padded",)
-) -> TokenVerifier:
-    """A verifier of its own, knowing ``clients`` as existing and enabled (as a poll would)."""
-    runtime = running.runtime
-    revoked = RevocationView()
-    revoked.load_clients(dict.fromkeys(clients, False), asked_at=0.0)
-    return TokenVerifier(
-        runtime.keyring,
-        runtime.settings.token_issuer,
-        runtime.settings.audience,
-        revoked,
-        max_cached_bytes=max_cached_bytes,
-    )
-
-
-def issuer_for(running: RunningApp) -> TokenIssuer:
-    runtime = running.runtime
-    return TokenIssuer(
-        runtime.keyring, runtime.settings.token_issuer, runtime.settings.audience, 3600
-    )
+from tests.fixtures.tokens import issuer_for, verifier_for
 
 
 class TestVerifiedTokens:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from app.enrich.document import fit
+from app.enrich.document import answer_document, fit, mark_stale
+from app.enrich.fields import parse_fields
 
 
 def answer(**overrides: object) -> dict[str, object]:
@@ -54,3 +55,41 @@ class TestFit:
         raw = fit(document, 1000)
         assert len(raw.decode()) <= 1000
         assert len(raw) > 1000  # two bytes a character: bytes alone would cut too much
+
+
+class TestMarkStale:
+    """What a caller gets when the cache serves an answer past its freshness (stale: true)."""
+
+    def test_a_fresh_answer_says_stale_and_is_otherwise_the_same(self) -> None:
+        document = answer(traits={"note": 'ends with "stale":false}'})
+        stale = mark_stale(fit(dict(document), 8000))
+        assert orjson.loads(stale) == {**document, "stale": True}
+        assert mark_stale(stale) == stale  # marking it again changes nothing
+
+
+# A matched profile as the answer is made from it.
+VIEW = {
+    "profile_id": "00000000-0000-0000-0000-000000000000",
+    "traits": {"address": {"city": "Paris", "zip": "75001", "street": "x"}, "tier": "gold"},
+    "segments": ["vip"],
+    "metrics": {"order_count": 3},
+    "recommendations": [],
+    "updated_at": "2026-01-01T00:00:00Z",
+}
+
+
+class TestSelectedPaths:
+    """What ``fields`` picks out of traits: the named paths, nested as in the profile."""
+
+    def picked(self, fields: str) -> object:
+        document = answer_document((("email", "jane@example.com"), VIEW), parse_fields(fields))
+        return document["traits"]
+
+    def test_two_paths_under_one_parent_are_both_there(self) -> None:
+        picked = self.picked("traits.address.city,traits.address.zip,traits.tier")
+        assert picked == {"address": {"city": "Paris", "zip": "75001"}, "tier": "gold"}
+
+    def test_a_whole_parent_covers_a_path_inside_it(self) -> None:
+        whole = {"address": {"city": "Paris", "zip": "75001", "street": "x"}}
+        assert self.picked("traits.address.city,traits.address") == whole
+        assert self.picked("traits.address,traits.address.city") == whole

@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from tests.conftest import AppFactory, RunningApp
+from tests.fixtures.spies import spy_fast_path
 
 JANE = {
     "identifiers": {"email": "jane@example.com", "crm_id": "C-7"},
@@ -29,20 +30,6 @@ async def token(running: RunningApp, scopes: str) -> dict[str, str]:
         "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
     )
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-def spy_fast_path(running: RunningApp) -> list[int]:
-    """Count the requests the fast path served (only it calls l1_hit)."""
-    cache = running.runtime.enrich_cache
-    inner = cache.l1_hit
-    calls = [0]
-
-    def counting(*args):  # type: ignore[no-untyped-def]
-        calls[0] += 1
-        return inner(*args)
-
-    cache.l1_hit = counting  # type: ignore[method-assign]
-    return calls
 
 
 # What a caller or a proxy acts on; the rest (the request id, the date) differs per answer.

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from tests.conftest import ClientMaker, OAuthClient, RunningApp
 
 SCOPE = "profiles:read"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import AppFactory, TokenMaker
@@ -317,3 +318,28 @@ class TestAnswerSize:
             headers={**headers, "Accept-Encoding": "gzip"},
         )
         assert "content-encoding" not in response.headers
+
+
+class TestAnswerHeaders:
+    async def test_both_doors_gzip_and_state_the_length_they_send(
+        self, http: httpx.AsyncClient, headers: dict[str, str], token_for: TokenMaker
+    ) -> None:
+        """The first request with a token this process has not seen goes through the route,
+        the next through the fast path: both gzip a large answer and say how long it is."""
+        traits = {f"t{i:03d}": "x" * 20 for i in range(100)}
+        await http.put("/v1/profiles/crm_id/gz", json={"traits": traits}, headers=headers)
+        query = {"identifiers": {"crm_id": "gz"}}
+        for encoding in ("gzip", "identity"):
+            fresh = {"Authorization": f"Bearer {await token_for('profiles:read')}"}
+            for _door in ("route", "fast path"):
+                async with http.stream(
+                    "POST", "/v1/enrich", json=query, headers={**fresh, "Accept-Encoding": encoding}
+                ) as answer:
+                    sent = b"".join([chunk async for chunk in answer.aiter_raw()])
+                assert answer.status_code == 200
+                assert answer.headers["content-length"] == str(len(sent))
+                assert answer.headers.get("content-encoding") == (
+                    "gzip" if encoding == "gzip" else None
+                )
+                body = gzip.decompress(sent) if encoding == "gzip" else sent
+                assert orjson.loads(body)["traits"] == traits

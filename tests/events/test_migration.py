@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from app.core.db import create_engine
 from app.core.migrate import alembic_config, upgrade
 from app.core.models.base import JSONType

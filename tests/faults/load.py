@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from tests.fixtures.polling import HANG_GUARD_SECONDS
+
 
 def email(index: int) -> str:
     return f"guest{index}@example.com"
@@ -41,6 +43,7 @@ class Outcome:
     cache: str | None = None
     body: dict[str, Any] | None = None
     error: str | None = None
+    at: float = 0.0  # when the answer (or the failure) came: time.monotonic()
 
 
 @dataclass
@@ -82,8 +85,10 @@ async def enrich(
     address: str,
     *,
     fields: list[str] | None = None,
-    seconds: float = 5.0,
+    seconds: float = HANG_GUARD_SECONDS,
 ) -> Outcome:
+    """One enrich call; ``seconds`` only stops a hang (the service's own deadline shows as a
+    503, and a busy two-core machine queues requests for seconds)."""
     started = time.perf_counter()
     request: dict[str, Any] = {"identifiers": {"email": address}}
     if fields is not None:
@@ -96,10 +101,13 @@ async def enrich(
             timeout=seconds,
         )
     except httpx.HTTPError as exc:
-        return Outcome(None, time.perf_counter() - started, error=type(exc).__name__)
+        elapsed = time.perf_counter() - started
+        return Outcome(None, elapsed, error=type(exc).__name__, at=time.monotonic())
     elapsed = time.perf_counter() - started
     body = response.json() if response.headers.get("content-type") == "application/json" else None
-    return Outcome(response.status_code, elapsed, response.headers.get("x-cache"), body)
+    return Outcome(
+        response.status_code, elapsed, response.headers.get("x-cache"), body, at=time.monotonic()
+    )
 
 
 async def enrich_load(

@@ -30,9 +30,11 @@ from tests.fixtures.service import (
 
 PROFILES = 10
 TTL_SECONDS = 2.0  # soft TTL of both cache levels in this test (jitter: +-10 %)
-MAX_LATENCY_MS = 3000  # a hang guard; the deadline itself shows as 503s
-# Writes are not under the enrich deadline; a refused connection must still fail fast.
-MAX_WRITE_LATENCY_MS = 3000
+# Hang guards (what a client measures includes queueing on a busy two-core machine): the
+# enrich deadline shows as 503s, a refused database connection as a 503 within the pool
+# timeout; a request waiting on the dead database without a timeout would never come back.
+MAX_LATENCY_MS = 15_000
+MAX_WRITE_LATENCY_MS = 15_000
 
 
 @dataclass
@@ -95,24 +97,29 @@ class TestPostgresStopped:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
             await seed(http, headers, PROFILES, "v1")
             # A write deletes its L2 entries once more a second later (for readers that raced
-            # it); only what is cached after that can be served during the outage.
-            await asyncio.sleep(SECOND_DELETE_SECONDS + 0.2)
+            # it): only what is cached after that can be served during the outage. The wait is
+            # the service's own fixed delay, a lower bound (the warm-up below runs after it on
+            # the service's event loop, whatever the load), not a ceiling.
+            await asyncio.sleep(SECOND_DELETE_SECONDS)
             writer = Writer(http, headers)
             writing = asyncio.create_task(writer.run())
-            await asyncio.sleep(0.3)
+            await eventually(lambda: bool(writer.acknowledged), "a write acknowledged")
 
             warming = time.monotonic()
             await enrich_load(http, headers, cached, total=PROFILES, concurrency=1)
-            warmed = time.monotonic()
             own_pg.stop("immediate")  # a crash: connections die, nothing is shut down cleanly
             fresh = await enrich_load(http, headers, cached, total=PROFILES, concurrency=2)
-            fresh_within = time.monotonic() - warming
-            await asyncio.sleep(0.5)  # the writer meets the outage too
+            await eventually(lambda: bool(writer.refused), "the writer meeting the outage")
             writer.stop.set()
             await writing
 
-            # Past the soft TTL (and its jitter) of every entry the warm-up filled.
-            await asyncio.sleep(max(0.0, warmed + TTL_SECONDS * 1.25 - time.monotonic()))
+            # Past the soft TTL (and its jitter) of every entry the warm-up filled: each
+            # cached guest is answered stale, and stays so while the database is down.
+            await eventually(
+                lambda: all_stale(http, headers, cached),
+                "every cached guest answered stale",
+                interval=0.2,
+            )
             stale = await enrich_load(http, headers, cached, total=200, concurrency=10)
             unknown = [f"nobody{i}@example.com" for i in range(50)]
             uncached = await enrich_load(http, headers, unknown, total=50, concurrency=5)
@@ -148,13 +155,19 @@ class TestPostgresStopped:
                 "lost": len(lost),
                 "recovered_s": round(recovered, 2),
                 "errors_after_quiet_restart": sum(1 for status in quiet if status >= 300),
+                "fresh_hits": fresh.caches()["hit"],
             },
         )
         summary.report(record_property)
 
-        assert fresh_within < TTL_SECONDS * 0.9, "the machine was too slow to see fresh hits"
         assert fresh.errors == 0, fresh.problems()
-        assert fresh.caches() == {"hit": PROFILES}
+        # Fresh hits while the soft TTL runs (jitter: -10 %); past it a busy machine may see
+        # some of them stale already, which is right too.
+        surely_fresh = warming + TTL_SECONDS * 0.9
+        assert all(o.cache == "hit" for o in fresh.outcomes if o.at < surely_fresh), [
+            (o.cache, round(o.at - warming, 2)) for o in fresh.outcomes
+        ]
+        assert fresh.caches().keys() <= {"hit", "stale"}
         assert stale.errors == 0, stale.problems()
         assert all(o.body and o.body["stale"] is True for o in stale.outcomes)
         assert stale.caches() == {"stale": len(stale.outcomes)}
@@ -176,6 +189,12 @@ class TestPostgresStopped:
         assert ready_during.status_code == 503
         assert ready_during.json()["checks"]["database"] != "ok"
         assert ready_after.status_code == 200
+
+
+async def all_stale(http: httpx.AsyncClient, headers: dict[str, str], cached: list[str]) -> bool:
+    answers = [await enrich(http, headers, address) for address in cached]
+    assert all(a.status == 200 for a in answers), [(a.status, a.body) for a in answers]
+    return all(a.cache == "stale" for a in answers)
 
 
 async def refused_writes(

@@ -34,11 +34,12 @@ PROFILES = 20
 PATCHED = range(5)  # the profiles written during the outage
 LOAD = 500
 CONCURRENCY = 10
-# The service answers within its deadline (production's 250 ms) or says 503, which `errors`
-# counts; what a client measures adds queueing on a busy 2-core machine (1.6 s seen in CI, 6.2 s
-# at load average 6-20), so this bound only catches hangs: a request waiting on a dead Redis
-# without a timeout would never come back.
-DEADLINE_MS = "250"
+# The service answers within its deadline or says 503, which `errors` counts. The deadline is
+# the tests' relaxed one (tests/fixtures/service.py), not production's 250 ms: a request that
+# pays Redis's timeout (0.1 s) once and then asks PostgreSQL fits in it on any machine, one that
+# waits on a dead Redis without a timeout does not; whether the whole fits in 250 ms is a speed
+# claim (bench/), and a loaded two-core machine misses it. What a client measures adds
+# queueing (1.6 s seen in CI, 6.2 s at load average 6-20), so this bound only catches hangs.
 MAX_LATENCY_MS = 15_000
 
 
@@ -87,7 +88,7 @@ class TestRedisStopped:
         record_property: RecordProperty,
     ) -> None:
         database = private_pg.create_database()
-        service = await services.start(database, private_redis.url, deadline_ms=DEADLINE_MS)
+        service = await services.start(database, private_redis.url)
         headers = await bearer_headers(service, database)
         async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
             await seed(http, headers, PROFILES, "v1")
@@ -176,9 +177,7 @@ class TestRedisFrozen:
         record_property: RecordProperty,
     ) -> None:
         database = private_pg.create_database()
-        service = await services.start(
-            database, private_redis.url, workers=2, deadline_ms=DEADLINE_MS
-        )
+        service = await services.start(database, private_redis.url, workers=2)
         headers = await bearer_headers(service, database)
         async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
             await seed(http, headers, PROFILES, "v1")
@@ -212,9 +211,10 @@ class TestRedisFrozen:
                 "writes": len(writes.outcomes),
                 "write_errors": writes.errors,
                 "max_write_ms": writes.max_ms,
-                "stale_reads_after_write": sum(
-                    "v1" in tiers for seen in (during, just_after, later) for tiers in seen.values()
-                ),
+                # (index, worker) pairs that answered the old tier after the write, by phase
+                "stale_during": sum("v1" in tiers for tiers in during.values()),
+                "stale_just_after": sum("v1" in tiers for tiers in just_after.values()),
+                "stale_later": sum("v1" in tiers for tiers in later.values()),
                 "recovered_s": round(recovered, 2),
             },
         )
@@ -222,4 +222,5 @@ class TestRedisFrozen:
         assert load.errors == 0, load.problems()
         assert load.max_ms < MAX_LATENCY_MS
         assert writes.errors == 0
-        assert summary.figures["stale_reads_after_write"] == 0, (during, just_after, later)
+        stale = ("stale_during", "stale_just_after", "stale_later")
+        assert [summary.figures[phase] for phase in stale] == [0, 0, 0], (during, just_after, later)

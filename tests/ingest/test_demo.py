@@ -111,3 +111,6 @@ class TestLoadDemo:
         client_line = [line for line in first.stdout.splitlines() if "client_id" in line]
         assert client_line
         assert client_line[0] in second.stdout  # the saved client is reused
+        # The example view, once: a second run keeps its version (a Connection may pin it).
+        assert "the example view web_offer@1" in first.stdout
+        assert "the example view web_offer@1" in second.stdout

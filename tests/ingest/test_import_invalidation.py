@@ -21,7 +21,7 @@ import orjson
 import pytest
 from rich.console import Console
 
-from app.auth.service import ClientService
+from app.auth.clients import ClientService
 from app.cli.importing import cache_invalidator, run_import
 from app.core.settings import Settings
 from app.ingest.importer import import_file

@@ -81,10 +81,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
-    if report.failed and mutant not in NOT_A_MUTANT:
+    # Also a failure of mutmut's own runs but the forced one: a test that fails unmutated
+    # stops the whole run ("failed to collect stats", "Failed to run clean test"), and mutmut
+    # does not say which.
+    if report.failed and mutant != "fail":
         reason = report.longreprtext.strip().splitlines()[-1:] or [""]
         with KILLS.open("a") as log:
-            log.write(f"{mutant}\t{report.nodeid}\t{report.when}\t{reason[0][:200]}\n")
+            name = mutant if mutant not in NOT_A_MUTANT else f"(unmutated: {mutant or 'clean'})"
+            log.write(f"{name}\t{report.nodeid}\t{report.when}\t{reason[0][:200]}\n")
 
 
 @pytest.hookimpl(wrapper=True)

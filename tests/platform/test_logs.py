@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+import time
 import uuid
 from typing import Any, NamedTuple
 
 import httpx
 import pytest
 
+from app.enrich.fields import FieldsError
+from app.enrich.request import keys_and_selection
+from app.platform.logging import exception_fields
 from app.platform.metrics import request_metrics
 from tests.conftest import AppFactory, ClientMaker, OAuthClient, RunningApp
 from tests.fixtures.callers import ENRICH, GUEST, fetch_token
@@ -72,7 +79,9 @@ class TestAccessLine:
         client = await make_client("profiles:read")
         token = await token_then_quiet(json_app, client, capfd)
         headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "req-from-caller-1"}
+        sent = time.perf_counter()
         first = await json_app.http.post(ENRICH, json=GUEST, headers=headers)
+        elapsed_ms = (time.perf_counter() - sent) * 1000
         second = await json_app.http.get(
             "/v1/profiles/email/nobody@example.com", headers={"Authorization": f"Bearer {token}"}
         )
@@ -87,7 +96,7 @@ class TestAccessLine:
         assert enrich["method"] == "POST"
         assert enrich["status"] == 200
         assert enrich["cache"] == "miss"
-        assert enrich["duration_ms"] > 0
+        assert 0 < enrich["duration_ms"] <= elapsed_ms  # (the server's part of what we waited)
         assert enrich["level"] == "info"
         assert enrich["timestamp"].endswith("Z")
         assert profile["route"] == "/v1/profiles/{id_type}/{id_value}"
@@ -101,15 +110,18 @@ class TestAccessLine:
         client = await make_client("profiles:read")
         token = await token_then_quiet(json_app, client, capfd)
         given = ['say "hi"', "back\\slash", "caf\u00e9-\u00ff", "{}[],:"]
+        sent = time.perf_counter()
         for request_id in given:
             headers = {"Authorization": f"Bearer {token}", "X-Request-ID": request_id}
             response = await json_app.http.post(
                 ENRICH, json=GUEST, headers={k: v.encode("latin-1") for k, v in headers.items()}
             )
             assert response.status_code == 200
+        elapsed_ms = (time.perf_counter() - sent) * 1000
         lines = access_lines((await flushed(json_app, capfd)).err)  # each one parses as JSON
         assert [line["request_id"] for line in lines if line["route"] == ENRICH] == given
-        assert all(line["duration_ms"] > 0 and line["status"] == 200 for line in lines)
+        assert all(0 < line["duration_ms"] <= elapsed_ms for line in lines)
+        assert all(line["status"] == 200 for line in lines)
 
     async def test_an_unprintable_request_id_is_replaced(self, json_app: RunningApp) -> None:
         response = await json_app.http.get("/healthz", headers={"X-Request-ID": "bad\x07id"})
@@ -236,3 +248,67 @@ class TestNothingSecretIsLogged:
         ]
         leaked = [value for value in forbidden if value in logs]
         assert leaked == []
+
+
+# A standard-library logger (SQLAlchemy's pool, asyncio) with the service's configuration: a
+# driver error with a SQLSTATE, an error raised in a library called by the service (a database
+# URL it cannot read, with a password), and exc_info=True where nothing was raised.
+STDLIB_LINES = """
+import logging
+from app.core.db import create_engine
+from app.core.settings import Settings
+from app.platform.logging import configure_logging
+configure_logging(Settings(_env_file=None, log_format="json", log_level="INFO"))
+class UniqueViolationError(Exception):
+    sqlstate = "23505"
+try:
+    raise UniqueViolationError("Key (email)=(jane@example.com) already exists")
+except UniqueViolationError:
+    logging.getLogger("sqlalchemy.pool").error("Exception during reset", exc_info=True)
+try:
+    create_engine(Settings(_env_file=None, database_url="postgresql://u:s3cret@db:port/x"))
+except ValueError:
+    logging.getLogger("sqlalchemy.pool").error("Exception during connect", exc_info=True)
+logging.getLogger("asyncio").error("Nothing was raised", exc_info=True)
+"""
+
+
+def test_standard_library_lines_name_the_sqlstate_and_add_nothing_without_an_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", STDLIB_LINES], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "jane@example.com" not in result.stderr
+    assert "s3cret" not in result.stderr
+    reset, raised, connect, from_library, nothing = result.stderr.splitlines()
+    assert [reset, raised, connect, nothing] == [
+        "Exception during reset",
+        "UniqueViolationError sqlstate=23505 at <string>:10 <module>",
+        "Exception during connect",
+        "Nothing was raised",
+    ]
+    # Where it was raised, then the service's own frames outwards.
+    frames = (
+        r"ValueError at \S*sqlalchemy/engine/url\.py:\d+ \w+ <- app/core/db\.py:\d+ create_engine"
+    )
+    assert re.fullmatch(frames, from_library), from_library
+
+
+def test_a_library_frame_is_named_from_its_package_not_its_install_path() -> None:
+    installed = "/opt/service/lib/python3.11/site-packages/somelib/parse.py"
+    try:
+        exec(compile("raise ValueError('jane@example.com')", installed, "exec"))
+    except ValueError as exc:
+        fields = exception_fields(exc)
+    assert fields == {"error": "ValueError", "frames": ["somelib/parse.py:1 <module>"]}
+
+
+def test_the_service_frames_an_error_passed_through_are_named_outermost_first() -> None:
+    try:
+        keys_and_selection({"email": "jane@example.com"}, "colour", "US")
+    except FieldsError as exc:
+        fields = exception_fields(exc)
+    where = [(frame.split(":")[0], frame.split(" ")[-1]) for frame in fields["frames"]]
+    assert where == [
+        ("app/enrich/request.py", "keys_and_selection"),
+        ("app/enrich/fields.py", "parse_fields"),
+    ]

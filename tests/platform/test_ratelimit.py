@@ -90,6 +90,16 @@ def prefix(redis_key_prefix: str) -> str:
     return f"{redis_key_prefix}ratelimit-{uuid.uuid4().hex[:8]}:"
 
 
+def limiter_on(client: redis.Redis, prefix: str, clock: Clock | None = None) -> RedisLimiter:
+    """A worker's limiter on the shared Redis, with a Redis timeout that only guards against a
+    hang: past production's 0.1 s (a loaded machine gets there) a worker falls back to its
+    local share until its clock passes the retry pause, which an injected clock never does by
+    itself; the tests here are about the shared bucket, not about a slow Redis."""
+    if clock is None:
+        return RedisLimiter(client, prefix, LocalLimiter(), HANG_GUARD_SECONDS)
+    return RedisLimiter(client, prefix, LocalLimiter(), HANG_GUARD_SECONDS, clock=clock)
+
+
 async def drive(limiter: RedisLimiter, client_id: str, limit: Limit) -> bool:
     verdict = limiter.try_take(client_id, limit)
     if verdict is PENDING:
@@ -141,9 +151,7 @@ class TestRedisLimiter:
         self, redis_client: redis.Redis, prefix: str
     ) -> None:
         clock = Clock()
-        workers = [
-            RedisLimiter(redis_client, prefix, LocalLimiter(), clock=clock) for _ in range(3)
-        ]
+        workers = [limiter_on(redis_client, prefix, clock) for _ in range(3)]
         # A token every 1000 s: while the test runs the bucket refills by a fraction of one.
         limit = Limit(rate=0.001, burst=20)
         try:
@@ -170,7 +178,7 @@ class TestRedisLimiter:
     ) -> None:
         # The wiring on real clocks (the arithmetic is the test above): a drained bucket at
         # 2 per second admits again. The deadline and the count only guard against a hang.
-        limiter = RedisLimiter(redis_client, prefix, LocalLimiter())
+        limiter = limiter_on(redis_client, prefix)
         limit = Limit(rate=2, burst=1)
         try:
             await admitted_in_a_row(limiter, limit, most=1000)
@@ -182,8 +190,8 @@ class TestRedisLimiter:
     async def test_an_idle_worker_gives_its_tokens_back(
         self, redis_client: redis.Redis, prefix: str
     ) -> None:
-        idle = RedisLimiter(redis_client, prefix, LocalLimiter(), clock=Clock())
-        other = RedisLimiter(redis_client, prefix, LocalLimiter(), clock=Clock())
+        idle = limiter_on(redis_client, prefix, Clock())
+        other = limiter_on(redis_client, prefix, Clock())
         limit = Limit(rate=0.001, burst=40)  # no refill to speak of: only the 40 tokens
         assert await drive(idle, "client", limit)
         await asyncio.gather(*idle._tasks)  # the next lease, fetched in the background
@@ -323,7 +331,7 @@ class TestRateLimitedRequests:
     async def test_a_new_limit_reaches_the_other_workers(
         self, backend: Backend, app_factory: AppFactory, record_property: RecordProperty
     ) -> None:
-        from app.auth.service import ClientService
+        from app.auth.clients import ClientService
         from tests.auth.conftest import make_client_on
         from tests.fixtures.callers import fetch_token
 

@@ -13,18 +13,20 @@ from tests.conftest import RunningApp
 class ProbeInvalidation:
     """Wraps the enrich cache's invalidate; records the keys and what another connection sees."""
 
-    def __init__(self, runtime: Runtime, inner: Callable[[Iterable[Key]], Awaitable[None]]) -> None:
+    def __init__(
+        self, runtime: Runtime, inner: Callable[[Iterable[Key], int | None], Awaitable[None]]
+    ) -> None:
         self.runtime = runtime
         self.inner = inner
         self.deleted: list[Key] = []
         self.seen: list[dict[Key, Any]] = []
 
-    async def __call__(self, keys: Iterable[Key]) -> None:
+    async def __call__(self, keys: Iterable[Key], lsn: int | None = None) -> None:
         key_list = list(keys)
         self.deleted.extend(key_list)
         async with self.runtime.sessionmaker() as session:
             self.seen.append(await ProfileRepository(session).owners([("crm_id", "C-1")]))
-        await self.inner(key_list)
+        await self.inner(key_list, lsn)
 
 
 def probe(running: RunningApp) -> ProbeInvalidation:

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures.service import ENRICH, RELAXED_DEADLINE_MS, free_port, service_env
+from tests.fixtures.service import (
+    ENRICH,
+    RELAXED_DB_POOL_TIMEOUT_SECONDS,
+    RELAXED_DEADLINE_MS,
+    free_port,
+    service_env,
+)
 
 BIN = ENRICH.parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +78,7 @@ def server_env(database_url: str, port: int, **settings: str) -> dict[str, str]:
     # The QA tools are not about the enrich deadline (250 ms in production): a read that a
     # busy CI machine slows past it would be a 503 they count as a failure.
     settings.setdefault("deadline_ms", str(RELAXED_DEADLINE_MS))
+    settings.setdefault("db_pool_timeout", str(RELAXED_DB_POOL_TIMEOUT_SECONDS))
     env = service_env(
         {
             "ENRICH_DATABASE_URL": database_url,

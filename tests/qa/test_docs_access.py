@@ -106,7 +106,7 @@ class TestDocsForAdmins:
 
     @pytest.fixture
     def make_admin_client(self, admin_app: RunningApp) -> ClientMaker:
-        from app.auth.service import ClientService
+        from app.auth.clients import ClientService
         from tests.conftest import OAuthClient
 
         async def maker(scopes: str = "admin") -> OAuthClient:

@@ -4,7 +4,10 @@ All default checks run, time-boxed (ENRICH_TEST_SCHEMATHESIS_SECONDS, 100 s by d
 examples, coverage, fuzzing and stateful phases. Two settings, both explained in docs/qa.md:
 strings carry no NUL character (PostgreSQL cannot store one; the refusal is tested in
 tests/profiles), and positive_data_acceptance lets an identifier value that is invalid for its
-type be a 400 (see schemathesis_hooks.py).
+type be a 400 (see schemathesis_hooks.py). A third turns ignored_auth off: an operation takes
+a token or an API key, and the check, given a token, counts a request without the key as
+unauthenticated; tests/qa/test_documented_responses.py checks every protected operation
+without credentials instead.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ extract_selector = "/access_token"
 allow-x00 = false
 
 [checks.positive_data_acceptance]
+enabled = false
+
+[checks.ignored_auth]
 enabled = false
 """
 

@@ -11,6 +11,7 @@ Their users import from here.
 """
 
 from app.auth.tokens.claims import (
+    BOUND_ELSEWHERE,
     MAX_AUTHORIZATION_BYTES,
     MAX_TOKEN_BYTES,
     TOKEN_TYPE,
@@ -26,6 +27,7 @@ from app.auth.tokens.revocation import MAX_GONE_CLIENTS, ClientResolver, Revocat
 from app.auth.tokens.verifier import KeyLoader, TokenVerifier
 
 __all__ = [
+    "BOUND_ELSEWHERE",
     "MAX_AUTHORIZATION_BYTES",
     "MAX_GONE_CLIENTS",
     "MAX_TOKEN_BYTES",

@@ -17,6 +17,10 @@ class InvalidTokenError(Exception):
     """The token cannot be used; the message says why (safe to show the caller)."""
 
 
+# Why a certificate-bound token is refused (RFC 8705 3: 401 invalid_token).
+BOUND_ELSEWHERE = "the access token is bound to a client certificate this request did not present"
+
+
 class UnknownClientError(InvalidTokenError):
     """The token's client is not known to this process: deleted, or made since the last poll."""
 
@@ -35,6 +39,13 @@ class Principal:
     exp: int
     iat: int
     claims: dict[str, Any] = field(compare=False, repr=False)
+    # The x5t#S256 thumbprint of the client certificate the token is bound to (RFC 8705):
+    # every request with it must come over a connection that presented that certificate.
+    bound_to: str | None = None
+
+    def refuses(self, presented: str | None) -> bool:
+        """Whether a request that presented the certificate ``presented`` may not use it."""
+        return self.bound_to is not None and self.bound_to != presented
 
 
 def epoch(value: datetime) -> float:

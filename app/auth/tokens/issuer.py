@@ -18,8 +18,11 @@ class TokenIssuer:
         self.audience = audience
         self.ttl = ttl
 
-    def issue(self, client_id: str, scopes: list[str]) -> tuple[str, dict[str, Any]]:
-        """A signed token for ``client_id`` with ``scopes``, and its claims."""
+    def issue(
+        self, client_id: str, scopes: list[str], certificate: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """A signed token for ``client_id`` with ``scopes``, and its claims; bound to the
+        client certificate whose thumbprint is ``certificate``, if any (RFC 8705 3.1)."""
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -32,4 +35,6 @@ class TokenIssuer:
             "jti": uuid.uuid4().hex,
             "scope": " ".join(scopes),
         }
+        if certificate is not None:
+            claims["cnf"] = {"x5t#S256": certificate}
         return self.keyring.sign(claims), claims

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import jwt
 
@@ -178,6 +179,7 @@ class TokenVerifier:
             exp=int(claims["exp"]),
             iat=int(claims["iat"]),
             claims=claims,
+            bound_to=_bound_to(claims),
         )
         self.revoked.check(principal)
         if verify_exp:
@@ -221,3 +223,15 @@ class TokenVerifier:
     def _forget_header(self, authorization: bytes) -> None:
         if self._by_header.pop(authorization, None) is not None:
             self._by_header_bytes -= footprint(authorization) + DICT_SLOT_BYTES
+
+
+def _bound_to(claims: dict[str, Any]) -> str | None:
+    """The certificate thumbprint of the token's ``cnf`` claim (RFC 8705 3.1), if any."""
+    confirmation = claims.get("cnf")
+    if isinstance(confirmation, dict):
+        value = confirmation.get("x5t#S256")
+        if isinstance(value, str):
+            return value
+        if value is not None or confirmation:  # a confirmation this server cannot check
+            return ""
+    return None

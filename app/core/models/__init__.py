@@ -1,11 +1,13 @@
 """All ORM tables, imported here so Alembic sees every one of them."""
 
 from app.core.models.audit import AuditEvent
-from app.core.models.auth import Client, RevokedToken, SigningKey
+from app.core.models.auth import ApiKey, Client, RevokedToken, SigningKey
 from app.core.models.base import Base
 from app.core.models.profiles import Event, Identifier, ProcessedEvent, Profile
+from app.core.models.views import ViewVersion
 
 __all__ = [
+    "ApiKey",
     "AuditEvent",
     "Base",
     "Client",
@@ -15,4 +17,5 @@ __all__ = [
     "Profile",
     "RevokedToken",
     "SigningKey",
+    "ViewVersion",
 ]

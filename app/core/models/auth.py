@@ -1,4 +1,4 @@
-"""OAuth clients, token signing keys and revoked tokens."""
+"""OAuth clients, their API keys, token signing keys and revoked tokens."""
 
 from __future__ import annotations
 
@@ -28,6 +28,19 @@ class Client(Base):
     # Space-separated address ranges the client may call from (`enrich clients allow`);
     # NULL: anywhere.
     allowed_networks: Mapped[str | None] = mapped_column(Text, default=None)
+    # How it authenticates at the token endpoint (RFC 8705, section 2): with its secret
+    # ("client_secret": Basic or the form), or with its certificate alone, one that chains to
+    # ENRICH_CLIENT_CA_CERTS and has this subject ("tls_client_auth", `tls_subject_dn` in
+    # RFC 4514 form), or one of its registered self-signed ones ("self_signed_tls_client_auth",
+    # `tls_thumbprints`: their space-separated x5t#S256).
+    auth_method: Mapped[str] = mapped_column(
+        String(40), default="client_secret", server_default="client_secret"
+    )
+    tls_subject_dn: Mapped[str | None] = mapped_column(Text, default=None)
+    tls_thumbprints: Mapped[str | None] = mapped_column(Text, default=None)
+    # The view its enrich requests get when they name neither `view` nor `fields`
+    # (`enrich clients view`): "name" (the latest live version) or "name@version"; NULL: none.
+    default_view: Mapped[str | None] = mapped_column(String(80), default=None)
 
     @property
     def scope_set(self) -> frozenset[str]:
@@ -59,3 +72,27 @@ class RevokedToken(Base):
     revoked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_revoked_tokens_client_id", "client_id"),)
+
+
+class ApiKey(Base):
+    """A client's API key (`enrich clients api-key`): a static credential in a header.
+
+    Only a SHA-256 of the key is stored (keys are 256 random bits: see docs/security.md).
+    No foreign key to ``clients``: deleting a client deletes its keys in the same transaction
+    (``ClientService.delete``), and a key whose client is gone or disabled is refused anyway.
+    """
+
+    __tablename__ = "api_keys"
+
+    # A growing sequence: a change to the table changes its fingerprint (ApiKeyRepository).
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # The public name of the key ("ak_" and 16 hex digits): what the CLI lists and revokes.
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    client_id: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256 of the key
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set once by `revoke`: refused from then on.
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set once by `rotate --grace`: the replaced key works until then.
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,4 +1,4 @@
-"""Cross-process invalidation of L1 over Redis pub/sub.
+"""Cross-process invalidation of L1 over Redis pub/sub (sharded on a Redis Cluster).
 
 Every write publishes the identifier keys it touched before it is answered; every process
 listens and drops the L1 entries that depend on them. A process that is not subscribed (Redis
@@ -22,19 +22,25 @@ being subscribed is not enough: each process pings Redis over its subscription e
 running, the process counts as deaf: L1 off. A writer that cannot reach Redis waits
 ``WRITER_WAIT_SECONDS`` (longer than it takes any listener to notice) before it answers (see
 ``EnrichCache.invalidate``), so by then every process that may have missed the message serves
-nothing from L1. Once Redis answers again, a process that was deaf clears L1 and stops trusting
-L2 entries filled before that moment (``trusted_from``): a writer may not have deleted them yet.
+nothing from L1, and no L2 entry is fresh for it. Once Redis answers again, a process that was
+deaf clears L1 and stops trusting L2 entries filled before that moment (``trusted_from``): a
+writer may not have deleted them yet.
 A busy event loop that could not read the answers in time is not silence: it changes nothing.
+But it may leave a message unread while requests are answered from L1, so L1 answers only
+while the last ping answered was sent less than ``HEARD_SECONDS`` ago (``hears_now``), and a
+writer that misses an acknowledgement answers only ``HEARD_SECONDS`` after its message went
+out: a process that has not handled it by then no longer answers from L1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as redis
@@ -42,8 +48,18 @@ import structlog
 from redis.asyncio.client import PubSub
 
 from app.enrich.cache.l1 import L1Cache, dep_digest
-from app.enrich.cache.messages import new_message, parse_message
+from app.enrich.cache.messages import (
+    REGISTER,
+    UNACKNOWLEDGED,
+    acknowledge,
+    acknowledged_by_all,
+    new_message,
+    parse_message,
+    says_l2_kept,
+)
 from app.identity.identifiers import Key
+from app.platform import redis_client
+from app.platform.redis_client import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +67,10 @@ log = structlog.get_logger(__name__)
 # outage waits a little longer than that before it is answered.
 PROBE_SECONDS = 0.1
 SILENCE_SECONDS = 0.5
+# L1 answers only while the last ping answered was sent less than this long ago; a writer
+# missing an acknowledgement waits this long (and the margin) after its message (hears_now).
+HEARD_SECONDS = SILENCE_SECONDS
+UNHEARD_MARGIN = 0.05
 WRITER_WAIT_SECONDS = SILENCE_SECONDS + 3 * PROBE_SECONDS
 # A listener turn this long after the previous one means the event loop was busy: an answer
 # may be waiting unread, so the turn does not judge Redis.
@@ -65,42 +85,16 @@ RENEW_SECONDS = 1.0
 # The process stops trusting its registration this long before it lapses: writers may stop
 # waiting for it only after it stopped answering from L1.
 REGISTRATION_MARGIN = 3.0
-ACK_KEY_SECONDS = 60
-
-# Register (or renew) ARGV[1] until Redis's now + ARGV[2] seconds; forget lapsed members and
-# the process's former ones (ARGV[3...]: an unregistration lost with its connection).
-REGISTER = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-for i = 3, #ARGV do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-end
-redis.call('EXPIRE', KEYS[1], 86400)
-"""
-# The members registered now, other than ARGV[1], that have not acknowledged KEYS[2] yet.
-UNACKNOWLEDGED = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local missing = {}
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
-  if member ~= ARGV[1] and redis.call('SISMEMBER', KEYS[2], member) == 0 then
-    missing[#missing + 1] = member
-  end
-end
-return missing
-"""
 
 
 class InvalidationBus:
     """This process's end of the channel: it publishes the keys of its writes, and drops its
-    L1 entries for the writes of every process; ``listening`` says whether L1 may answer."""
+    L1 entries for the writes of every process; ``hears_now()`` says whether L1 may answer."""
 
     def __init__(
         self,
         l1: L1Cache,
-        client: redis.Redis | None,
+        client: RedisClient | None,
         channel: str,
         *,
         single_process: bool,
@@ -114,10 +108,17 @@ class InvalidationBus:
         # only a single process can be told of writes (the embedded default with one worker):
         # there L1 is always on; with several workers and no Redis, never.
         self.listening = client is None and single_process
+        # When (monotonic) the last ping answered on the subscription was sent; L1 answers
+        # only while it is younger than HEARD_SECONDS (``hears_now``). Without Redis, one
+        # process hears its own writes at once.
+        self.heard_at = math.inf if self.listening else -math.inf
         self._missed = False  # deaf since the last time it listened: messages may be lost
-        # Wall clock: L2 entries filled before it may have missed an invalidation.
+        # Wall clock: L2 entries filled before it may have missed an invalidation (while the
+        # process is deaf, every entry: infinity).
         self.trusted_from = 0.0
         self._task: asyncio.Task[None] | None = None
+        # Told of every write heard (its digests and commit position): see app/core/replicas.py.
+        self.on_write: Callable[[list[bytes], int | None], None] | None = None
         # The current subscription's member id, and until when (monotonic) writers surely
         # wait for its acknowledgements.
         self._member: bytes | None = None
@@ -144,40 +145,66 @@ class InvalidationBus:
     def _deaf(self) -> None:
         # L1 is no longer answered from as fresh; its entries stay as the stale copies to serve
         # (marked stale) should the database fail too, and go when Redis is heard again.
+        # No L2 entry is fresh meanwhile either: a write whose delete failed (its Redis node
+        # away) is answered once the processes that may have missed its message are deaf, and
+        # its entries can be readable again (a replica promoted, a node back) before this
+        # process hears Redis again (its subscription is still backing off).
         self.listening = False
         self._missed = True
+        self.trusted_from = math.inf
 
-    async def publish(self, keys: Iterable[Key], *, raise_errors: bool = False) -> None:
+    async def publish(
+        self,
+        keys: Iterable[Key],
+        *,
+        raise_errors: bool = False,
+        lsn: int | None = None,
+        l2_kept: bool = False,
+    ) -> None:
         """Drop ``keys`` here and in every other process, and wait until they have.
 
         Each process of the deployment registered when the message went out acknowledges
         after dropping its entries, so once this returns none answers from the old entries.
-        A member that does not acknowledge within ``ack_timeout`` is logged, not waited for.
+        One that does not within ``ack_timeout`` is not waited for (a dead worker would hold
+        every write up until its registration lapses), but the write then waits until
+        HEARD_SECONDS passed since the message went out: see ``hears_now``.
         """
         digests = [dep_digest(key) for key in keys]
         self.l1.drop_digests(digests)
         if self.client is None or not digests:
             return
-        message_id, message = new_message(digests)
+        message_id, message = new_message(digests, lsn, l2_kept=l2_kept)
         try:
             async with asyncio.timeout(self.ack_timeout + 0.5):
                 try:
-                    await self.client.publish(self.channel, message)
+                    await redis_client.publish(self.client, self.channel, message)
                 except redis.ConnectionError:
                     # A restarted Redis leaves dead connections in the pool: each fails once.
-                    await self.client.publish(self.channel, message)
-                await self._await_acks(message_id)
+                    await redis_client.publish(self.client, self.channel, message)
+                published_at = time.monotonic()  # (Redis has taken the message)
+                heard_by_all = await self._await_acks(message_id)
         except Exception as exc:
             log.warning("cache.publish_failed", error=type(exc).__name__)
             if raise_errors:
                 raise
+            return
+        if not heard_by_all:
+            unheard_until = published_at + HEARD_SECONDS + UNHEARD_MARGIN
+            await asyncio.sleep(max(0.0, unheard_until - time.monotonic()))
 
     def _ack_key(self, message_id: str) -> str:
         return f"{self.channel}:acks:{message_id}"
 
-    async def _await_acks(self, message_id: str) -> None:
+    def hears_now(self) -> bool:
+        """Whether L1 may answer now: subscribed, and every message published up to
+        HEARD_SECONDS ago handled (a ping sent since then answered): a member that did not
+        acknowledge a write in time answers nothing from L1 once its writer answers."""
+        return self.listening and time.monotonic() - self.heard_at < HEARD_SECONDS
+
+    async def _await_acks(self, message_id: str) -> bool:
         """Wait for the members registered now (after the message went out: a member that
-        registers later subscribed after it, and clears L1 before it listens)."""
+        registers later subscribed after it, and clears L1 before it listens), up to the ack
+        timeout; whether every one acknowledged."""
         assert self.client is not None
         ack_key = self._ack_key(message_id)
         missing = set(
@@ -185,32 +212,7 @@ class InvalidationBus:
                 keys=[self._members_key, ack_key], args=[self._member or b""]
             )
         )
-        deadline = time.monotonic() + self.ack_timeout
-        delay = 0.0005
-        while missing:
-            if time.monotonic() >= deadline:
-                log.warning("cache.invalidation_unacknowledged", missing=len(missing))
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.01)
-            missing.difference_update(await self.client.smembers(ack_key))
-
-    async def _acknowledge(self, message_id: str, member: bytes) -> None:
-        assert self.client is not None
-        ack_key = self._ack_key(message_id)
-        for attempt in (1, 2):
-            try:
-                async with asyncio.timeout(0.5), self.client.pipeline(transaction=False) as pipe:
-                    pipe.sadd(ack_key, member)
-                    pipe.expire(ack_key, ACK_KEY_SECONDS)
-                    await pipe.execute()
-                return
-            except redis.ConnectionError as exc:
-                if attempt == 2:  # once more: the first may have met a dead pooled connection
-                    log.warning("cache.ack_failed", error=type(exc).__name__)
-            except Exception as exc:
-                log.warning("cache.ack_failed", error=type(exc).__name__)
-                return
+        return await acknowledged_by_all(self.client, missing, ack_key, self.ack_timeout)
 
     async def _register(self, member: bytes) -> None:
         """Register (or renew) ``member``: writers wait for it until the registration lapses."""
@@ -257,11 +259,11 @@ class InvalidationBus:
         """Subscribe, register, and wait for the answer to a ping sent after both: then L1
         may be used."""
         assert self.client is not None
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub: PubSub | None = None
         pings: deque[float] = deque()
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
-                await pubsub.subscribe(self.channel)
+                pubsub = await redis_client.subscribe(self.client, self.channel)
                 self._member = uuid.uuid4().hex.encode()
                 await self._register(self._member)
                 pings.append(time.monotonic())
@@ -270,8 +272,9 @@ class InvalidationBus:
                     await self._handle(await pubsub.get_message(timeout=None), pings)
         except BaseException:
             self._leave()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
             raise
         return pubsub, pings
 
@@ -280,20 +283,26 @@ class InvalidationBus:
             return
         if message["type"] == "pong":
             if pings:
-                pings.popleft()
+                self.heard_at = max(self.heard_at, pings.popleft())
             if not pings:
                 self._heard()
             return
-        if message["type"] != "message":
+        if message["type"] == "sunsubscribe":  # the slot left the node (Redis Cluster)
+            raise ConnectionError("the channel's slot moved to another node")
+        if message["type"] not in ("message", "smessage"):
             return
         parsed = parse_message(message["data"])
         if parsed is None:  # anyone may publish on the channel: not ours, nothing to drop
             log.warning("cache.foreign_message", size=len(message["data"]))
             return
-        message_id, digests = parsed
+        message_id, digests, lsn = parsed
+        if self.on_write is not None:
+            self.on_write(digests, lsn)  # (the read replicas' marks, before the acknowledgement)
         self.l1.drop_digests(digests)
-        if self._member is not None:
-            await self._acknowledge(message_id, self._member)
+        if says_l2_kept(message["data"]):
+            self.trusted_from = max(self.trusted_from, time.time())
+        if self._member is not None and self.client is not None:
+            await acknowledge(self.client, self._ack_key(message_id), self._member)
 
     async def _listen(self, pubsub: PubSub, pings: deque[float]) -> None:
         next_ping = last_turn = next_renewal = time.monotonic()
@@ -351,6 +360,7 @@ class InvalidationBus:
                 if self._stopping:
                     return  # (redis-py can turn the cancellation into a connection error)
                 log.warning("cache.subscription_lost", error=type(exc).__name__)
+                await redis_client.refresh(self.client)  # type: ignore[arg-type]
             subscription = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -360,11 +370,12 @@ class InvalidationBus:
         if self.client is None:
             return
         subscription = None
+        await redis_client.prepare(self.client, REGISTER, UNACKNOWLEDGED)
         try:
             subscription = await self._subscribe()
         except Exception as exc:
             log.warning("cache.subscribe_failed", error=type(exc).__name__)
-            self._missed = True  # writes made before it hears Redis may not have reached L2
+            self._deaf()  # writes made before it hears Redis may not have reached L2
         self._task = asyncio.create_task(
             self._run(subscription), name="cache-invalidation-listener"
         )

@@ -21,16 +21,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
 import structlog
 
 from app.core.errors import ServiceUnavailableError
+from app.core.replica_reads import ReplicaRouter
 from app.core.settings import Settings
-from app.enrich.cache.bus import WRITER_WAIT_SECONDS, InvalidationBus
+from app.enrich.cache.bus import HEARD_SECONDS, WRITER_WAIT_SECONDS, InvalidationBus
 from app.enrich.cache.coalesce import AbandonedError, Coalescer
-from app.enrich.cache.l1 import Entry, L1Cache
+from app.enrich.cache.l1 import Entry, L1Cache, dep_digest
 from app.enrich.cache.l2 import L2, Resolution
 from app.enrich.cache.remote import drop_everywhere
 from app.enrich.document import Match, mark_stale
@@ -50,6 +52,14 @@ SECOND_DELETE_SECONDS = 1.0
 Lookup = Callable[[Sequence[Key]], Awaitable[Match | None]]
 
 
+@dataclass
+class Replicas:
+    """The read replicas: which may answer (``router``) and a lookup on each (by index)."""
+
+    router: ReplicaRouter
+    lookups: Sequence[Lookup]
+
+
 class DatabaseUnavailableError(Exception):
     """The database did not answer (down, refused, or timed out)."""
 
@@ -66,8 +76,10 @@ class EnrichCache:
         bus: InvalidationBus,
         l1: L1Cache,
         pipe: RedisPipe | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         self.lookup = lookup
+        self.replicas = replicas
         self.l1 = l1
         self.bus = bus
         # L2 (``pipe``: its reads, auto-pipelined; else through ``redis``'s own client).
@@ -79,12 +91,24 @@ class EnrichCache:
         self._lookups: Coalescer[tuple[Key, ...], Resolution] = Coalescer()
         self._tasks: set[asyncio.Future[None]] = set()
         self._retrying: asyncio.Future[None] | None = None
+        self._trusted_from = bus.trusted_from
+
+    def hears_every_write(self) -> bool:
+        """Whether this process has heard every write's invalidation since the replicas' marks
+        last learned the primary's position: only then may a replica answer a read here. A
+        process that went deaf (and may have missed some) waits for the next probe."""
+        bus = self.bus
+        if bus.trusted_from != self._trusted_from and self.replicas is not None:
+            self._trusted_from = bus.trusted_from
+            self.replicas.router.marks.suspend()
+        return bus.listening
 
     # -- reads ---------------------------------------------------------------------------
 
     def l1_hit(self, keys: tuple[Key, ...], selection: Selection) -> Entry | None:
         """A fresh L1 entry, or None (the hot path: no await, no allocation on a hit)."""
-        if not self.bus.listening:
+        bus = self.bus  # (bus.hears_now(), inlined: this runs on every L1 hit)
+        if not bus.listening or time.monotonic() - bus.heard_at >= HEARD_SECONDS:
             return None
         return self.l1.fresh((keys, selection.key))
 
@@ -92,7 +116,7 @@ class EnrichCache:
         """The answer bytes and their level."""
         key_tuple = tuple(keys)
         l1_key = (key_tuple, selection.key)
-        use_l1 = self.bus.listening
+        use_l1 = self.bus.hears_now()
         # An entry this process cannot trust as fresh (past its TTL, or kept from before Redis
         # went silent) is still the stale copy to serve if the database does not answer.
         stale_entry: Entry | None = self.l1.get(l1_key)
@@ -163,7 +187,7 @@ class EnrichCache:
     async def _query(self, keys: tuple[Key, ...], fill: bool) -> Resolution:
         read_at = time.time()
         try:
-            match = await self.lookup(keys)
+            match, current = await self._lookup(keys)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -174,14 +198,36 @@ class EnrichCache:
         else:
             index = keys.index(match[0])
             resolution = Resolution(match[0], match[1], keys[: index + 1], read_at=read_at)
-        if fill and self.l2 is not None:
+        if fill and current and self.l2 is not None:
             await self.l2.fill(resolution)
         return resolution
 
+    async def _lookup(self, keys: tuple[Key, ...]) -> tuple[Match | None, bool]:
+        """On a replica that has replayed every write to ``keys``, else on the primary; and
+        whether the answer may fill L2: not when a replica answered and a write to ``keys``
+        was heard meanwhile (the replica may have read before it)."""
+        if self.replicas is not None:
+            router = self.replicas.router
+            digests = [dep_digest(key) for key in keys]
+            replica = router.pick(digests)
+            if replica is not None:
+                needed = router.marks.required(digests)
+                try:
+                    # Half the deadline at most: a hung replica leaves the primary the rest.
+                    async with asyncio.timeout(self.deadline / 2):
+                        match = await self.replicas.lookups[replica.index](keys)
+                    return match, router.marks.required(digests) == needed
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    router.failed(replica, exc)
+        return await self.lookup(keys), True
+
     # -- writes --------------------------------------------------------------------------
 
-    async def invalidate(self, keys: Iterable[Key]) -> None:
-        """Drop every cached answer that depends on ``keys``, here and in every process.
+    async def invalidate(self, keys: Iterable[Key], lsn: int | None = None) -> None:
+        """Drop every cached answer that depends on ``keys``, here and in every process, and
+        tell every process the write's commit position (``lsn``, for the read replicas).
 
         Called after a write commits and before it is answered. When Redis cannot take it,
         this retries for ``WRITER_WAIT_SECONDS``: by then any process that missed the message
@@ -191,10 +237,12 @@ class EnrichCache:
         key_list = sorted(set(keys))
         if not key_list:
             return
+        if self.replicas is not None:
+            self.replicas.router.marks.note([dep_digest(key) for key in key_list], lsn)
         self.l1.invalidate(key_list)
         if self.l2 is None:
             return
-        if not await self._invalidate_remote(key_list) and not await self._insist(key_list):
+        if not await self._invalidate_remote(key_list, lsn) and not await self._insist(key_list):
             return
         self._spawn(self._second_delete(key_list))
 
@@ -221,10 +269,10 @@ class EnrichCache:
         if self._retrying is None or self._retrying.done():
             self._retrying = asyncio.ensure_future(self._retry_pending())
 
-    async def _invalidate_remote(self, key_list: list[Key]) -> bool:
+    async def _invalidate_remote(self, key_list: list[Key], lsn: int | None = None) -> bool:
         assert self.l2 is not None
         try:
-            await drop_everywhere(self.l2.redis, self.bus, key_list)
+            await drop_everywhere(self.l2.redis, self.bus, key_list, lsn)
         except Exception as exc:
             self.l2.failed(exc)
             return False

@@ -17,14 +17,24 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from app.enrich.cache.bus import InvalidationBus
+from app.enrich.cache.bus import HEARD_SECONDS, InvalidationBus
 from app.enrich.cache.l1 import L1Cache
+from app.enrich.cache.l2 import Resolution, l2_entry, resolution_of
 from app.identity.identifiers import Key
 from tests.enrich.cache.test_messages import JUNK
 
 JANE: Key = ("email", "jane@example.com")
 JOHN: Key = ("email", "john@example.com")
 CHANNEL = "test:enrich:invalidate:db0"
+
+
+def l2_fresh(*, filled_at: float, trusted_from: float) -> bool:
+    """Whether an L2 entry for JANE read from the database at ``filled_at`` counts as fresh
+    for a process whose bus trusts entries from ``trusted_from``."""
+    entry = l2_entry(Resolution(None, None, (JANE,), read_at=filled_at), JANE, time.time() + 60, 0)
+    resolution = resolution_of((JANE,), [entry], trusted_from, 0)
+    assert resolution is not None
+    return resolution.fresh
 
 
 class FakeRedis:
@@ -163,6 +173,25 @@ class TestInvalidationBus:
         assert holds(bus.l1, JOHN)
         await bus.stop()
 
+    async def test_l1_answers_only_while_a_recent_ping_was_answered(self) -> None:
+        """Handled in order, a ping's answer says every message published before it was
+        handled; a listener that has not had one for HEARD_SECONDS (its event loop busy)
+        may have a write's message unread, so L1 does not answer, though still listening."""
+        bus = bus_on(L1Cache(100, 60.0, 60.0), FakeRedis())
+        bus._member = b"member-1"
+        await bus._register(bus._member)
+        sent = time.monotonic() - HEARD_SECONDS  # the last ping answered is that old
+        await bus._handle({"type": "pong", "data": b""}, deque([sent]))
+        assert bus.listening
+        assert not bus.hears_now()
+        await pong(bus)  # a ping sent now, answered
+        assert bus.hears_now()
+
+    async def test_one_process_without_redis_always_hears_itself(self) -> None:
+        bus = bus_on(cache_of(JANE), None, single_process=True)
+        bus.heard_at -= 3600.0  # (nothing to ping)
+        assert bus.hears_now()
+
     async def test_several_processes_without_redis_never_answer_from_l1(self) -> None:
         """Nothing could tell one worker of another's writes."""
         bus = bus_on(cache_of(JANE), None)
@@ -180,10 +209,15 @@ class TestInvalidationBus:
         assert not bus.listening
         assert holds(bus.l1, JANE)  # kept, as the stale copy to serve if the database fails
         deaf_since = time.time()
+        # Meanwhile not even an L2 entry filled just now is fresh (a write may have failed
+        # to delete it on a node that is back before this process hears Redis again).
+        assert not l2_fresh(filled_at=deaf_since + 1, trusted_from=bus.trusted_from)
         await pong(bus)  # Redis answers again: messages sent meanwhile may be lost
         assert bus.listening
         assert len(bus.l1) == 0
         assert bus.trusted_from >= deaf_since  # L2 entries filled before may be stale too
+        assert not l2_fresh(filled_at=deaf_since - 1, trusted_from=bus.trusted_from)
+        assert l2_fresh(filled_at=time.time() + 1, trusted_from=bus.trusted_from)
 
     async def test_a_process_whose_registration_lapsed_stays_deaf(self) -> None:
         """Writers stop waiting for a member whose registration lapsed: it must not answer

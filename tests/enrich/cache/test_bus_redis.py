@@ -51,7 +51,7 @@ def other_database_url() -> str:
 
 
 async def write_headers(app: RunningApp) -> dict[str, str]:
-    from app.auth.service import ClientService
+    from app.auth.clients import ClientService
 
     async with app.runtime.sessionmaker() as session:
         client, secret = await ClientService(session).create(
@@ -248,6 +248,47 @@ class TestDelivery:
         bus = running.runtime.enrich_cache.bus
         assert bus.listening
         assert len(running.runtime.enrich_cache.l1) == 1
+
+
+class TestABusyListener:
+    async def test_a_worker_that_has_not_handled_a_write_yet_does_not_answer_from_l1(
+        self, app_factory: AppFactory
+    ) -> None:
+        """A worker whose listener has not got round to a message (its event loop busy, a
+        slow connection) does not acknowledge it; the write is answered after the ack timeout
+        all the same, and that worker must not answer the old entry from L1 meanwhile."""
+        writer = await app_factory()
+        reader = await app_factory()
+        headers = await write_headers(writer)
+        email = "busy@example.com"
+        put = await writer.http.put(f"/v1/profiles/email/{email}", json={}, headers=headers)
+        assert put.status_code == 201
+        ask = {"identifiers": {"email": email}}
+        for _ in range(2):
+            await reader.http.post("/v1/enrich", json=ask, headers=headers)
+        assert reader.runtime.enrich_cache.bus.hears_now()
+        assert len(reader.runtime.enrich_cache.l1) == 1
+        bus = reader.runtime.enrich_cache.bus
+        handle, turn = bus._handle, asyncio.Event()
+
+        async def stuck(message: dict[str, Any] | None, pings: Any) -> None:
+            if message is not None and message["type"] in ("message", "smessage"):
+                await turn.wait()  # the listener's next turn, when the test says
+            await handle(message, pings)
+
+        bus._handle = stuck  # type: ignore[method-assign]
+        patch = await writer.http.put(
+            f"/v1/profiles/email/{email}", json={"traits": {"tier": "gold"}}, headers=headers
+        )
+        assert patch.status_code == 200
+        assert len(reader.runtime.enrich_cache.l1) == 1  # not handled: still there
+        answer = await reader.http.post("/v1/enrich", json=ask, headers=headers)
+        assert answer.json()["traits"] == {"tier": "gold"}
+        assert answer.headers["x-cache"] == "miss"
+        turn.set()
+        await eventually(bus.hears_now, "the listener catches up")
+        answer = await reader.http.post("/v1/enrich", json=ask, headers=headers)
+        assert answer.json()["traits"] == {"tier": "gold"}
 
 
 class TestMembership:

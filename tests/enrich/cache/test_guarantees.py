@@ -223,7 +223,7 @@ async def test_a_duplicate_event_refreshes_an_answer_its_first_delivery_left_sta
     invalidation = running.app.state.parts.get(Invalidation)
     drop = invalidation.drop
 
-    async def lost(keys: Iterable[Key]) -> None:
+    async def lost(keys: Iterable[Key], lsn: int | None = None) -> None:
         return None
 
     invalidation.drop = lost

@@ -16,6 +16,9 @@ from tests.fixtures.polling import HANG_GUARD_SECONDS, eventually
 JANE = {"identifiers": {"email": "jane@example.com"}, "traits": {"tier": "gold"}}
 ASK_JANE = {"identifiers": {"email": "jane@example.com"}}
 
+# Tries at an L2 entry the reader trusts (a hang guard: one is enough on a quiet machine).
+FILL_ATTEMPTS = 10
+
 
 async def auth(token_for: TokenMaker) -> dict[str, str]:
     token = await token_for("profiles:read profiles:write events:write")
@@ -99,17 +102,24 @@ class TestCacheLevels:
     ) -> None:
         writer = await app_factory(cache_l1_max_entries=0)
         headers = await _token_headers(writer)
-        big = {**JANE, "segments": [f"segment-{n:04d}" for n in range(300)]}
-        await writer.http.put("/v1/profiles/email/jane@example.com", json=big, headers=headers)
-        assert len((await enrich(writer.http, headers)).content) > 1000
         reader = await app_factory(cache_l1_max_entries=0, answer_max_chars=1000)
         calls = count_lookups(reader)
-        answer = await enrich(reader.http, headers)
-        assert len(answer.text) <= 1000
-        assert answer.json()["truncated"] is True
+        for attempt in range(FILL_ATTEMPTS):
+            big = {**JANE, "segments": [f"segment-{n:04d}" for n in range(300 + attempt)]}
+            # The writer's miss fills L2 with the whole answer (the write dropped the last one).
+            await writer.http.put("/v1/profiles/email/jane@example.com", json=big, headers=headers)
+            assert len((await enrich(writer.http, headers)).content) > 1000
+            asked = calls[0]
+            answer = await enrich(reader.http, headers)
+            assert len(answer.text) <= 1000
+            assert answer.json()["truncated"] is True
+            if backend.name != "postgres" or answer.headers["x-cache"] == "hit":
+                break
+            # (A reader that went deaf to the bus a moment, as on a busy machine, trusts no L2
+            # entry filled before it heard Redis again: it asked the database. Again.)
         if backend.name == "postgres":
             assert answer.headers["x-cache"] == "hit"
-            assert calls[0] == 0  # from the writer's L2 entry, cut again here
+            assert calls[0] == asked  # from the writer's L2 entry, cut again here
 
     async def test_an_unknown_guest_is_cached_until_it_is_written(
         self, running: RunningApp, token_for: TokenMaker
@@ -226,7 +236,9 @@ class TestRedisFailing:
     ) -> None:
         """Redis failed and its retry comes due while a miss is in the database: the answer
         does not wait on writing the result to that Redis."""
-        running = await app_factory(deadline_ms=250)
+        # The tests' relaxed deadline: a fill waited on would never end, so any deadline shows
+        # it, and production's 250 ms is missed by a 0.1 s lookup on a loaded machine.
+        running = await app_factory()
         headers = await _token_headers(running)
         await running.http.put("/v1/profiles/email/jane@example.com", json=JANE, headers=headers)
         cache = running.runtime.enrich_cache
@@ -298,7 +310,7 @@ class TestRedisFailing:
 
 
 async def _client(running: RunningApp) -> tuple[str, str]:
-    from app.auth.service import ClientService
+    from app.auth.clients import ClientService
 
     async with running.runtime.sessionmaker() as session:
         client, secret = await ClientService(session).create(

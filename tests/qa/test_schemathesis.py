@@ -7,7 +7,8 @@ tests/profiles), and positive_data_acceptance lets an identifier value that is i
 type be a 400 (see schemathesis_hooks.py). A third turns ignored_auth off: an operation takes
 a token or an API key, and the check, given a token, counts a request without the key as
 unauthenticated; tests/qa/test_documented_responses.py checks every protected operation
-without credentials instead.
+without credentials instead. A fourth replaces use_after_free with one that knows a profile has
+many addresses (schemathesis_hooks.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ allow-x00 = false
 enabled = false
 
 [checks.ignored_auth]
+enabled = false
+
+[checks.use_after_free]
 enabled = false
 """
 

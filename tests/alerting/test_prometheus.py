@@ -26,6 +26,7 @@ from app.auth.clients import ClientService
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings
 from tests.alerting.rules import PROMETHEUS_DIR, panel_queries
+from tests.alerting.snapshot import snapshot
 from tests.faults.load import email, seed
 from tests.fixtures.databases import create_sqlite_database
 from tests.fixtures.polling import eventually
@@ -38,6 +39,8 @@ from tests.fixtures.service import (
     create_client,
 )
 
+# ENRICH_DASHBOARD_SNAPSHOT=docs/dashboard.png: draw the dashboard from this run's data there.
+SNAPSHOT = os.environ.get("ENRICH_DASHBOARD_SNAPSHOT")
 # Only a hang guard: each alert fires within seconds of its fault on a quiet machine.
 ALERT_HANG_SECONDS = 90.0
 PROFILES = 10
@@ -189,6 +192,7 @@ class TestAlertsOnALiveService:
         record_property: RecordProperty,
     ) -> None:
         started = time.monotonic()
+        started_at = time.time()
         database = await create_sqlite_database(tmp_path)
         service = await services.start(database, private_redis.url, workers=2)
         directory = tmp_path / "prometheus"
@@ -201,6 +205,8 @@ class TestAlertsOnALiveService:
             await prometheus.wait_ready()
             await drive(live, database, private_redis)
             alerts = await prometheus.alerts(live.api)
+            if SNAPSHOT:  # the picture in docs/alerts.md, drawn only when asked
+                await snapshot(prometheus.url, started_at, Path(SNAPSHOT), tmp_path)
             empty = [
                 (title, expr)
                 for title, expr in panel_queries()

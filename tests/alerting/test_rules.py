@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -89,6 +90,13 @@ class TestAlerts:
             url = alert.rule["annotations"]["runbook_url"]
             assert url == f"docs/alerts.md#{alert.name.lower()}", alert.name
             assert alert.name.lower() in anchors, f"docs/alerts.md has no entry for {alert.name}"
+
+    def test_the_operations_page_links_every_alert_and_shows_the_dashboard(self) -> None:
+        page = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+        for alert in alerts():
+            assert f"[{alert.name}](alerts.md#{alert.name.lower()})" in page, alert.name
+        assert "](dashboard.png)" in page
+        assert (Path(__file__).parents[2] / "docs" / "dashboard.png").stat().st_size > 10_000
 
     def test_every_alert_says_how_bad_and_what(self) -> None:
         for alert in alerts():

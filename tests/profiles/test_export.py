@@ -65,9 +65,11 @@ class TestExport:
         assert body["profile"] == profile
         assert [e["event_id"] for e in body["events"]] == ids  # oldest first
         first = body["events"][0]
-        assert first["type"] == "view" and first["data"] == {"page": "/p/0"}
+        assert first["type"] == "view"
+        assert first["data"] == {"page": "/p/0"}
         assert first["client_id"].startswith("enr_")
-        assert first["received_at"].endswith("Z") and first["occurred_at"].endswith("Z")
+        assert first["received_at"].endswith("Z")
+        assert first["occurred_at"].endswith("Z")
         assert body["events_next"] is None
 
     async def test_pages_give_every_event_once_in_order(
@@ -145,6 +147,8 @@ class TestExportAudit:
         assert len(entries) == 1
         entry = entries[0]
         assert entry.actor.startswith("client:enr_")
-        assert entry.target is not None and entry.target.startswith("email:")
-        assert "jane" not in entry.target and "jane" not in str(entry.details)
+        assert entry.target is not None
+        assert entry.target.startswith("email:")
+        assert "jane" not in entry.target
+        assert "jane" not in str(entry.details)
         assert entry.details["events"] == 2

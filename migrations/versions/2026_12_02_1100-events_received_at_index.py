@@ -1,6 +1,6 @@
 """events: an index on received_at, for the retention purge (oldest events first)
 
-Revision ID: f7b9d1e3a5c6
+Revision ID: a8c0e2f4b6d7
 Revises: e6a8c0d2f4b5
 Create Date: 2026-12-02 11:00:00
 """
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "f7b9d1e3a5c6"
+revision: str = "a8c0e2f4b6d7"
 down_revision: str | None = "e6a8c0d2f4b5"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

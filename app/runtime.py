@@ -36,6 +36,7 @@ from app.enrich.cache.store import EnrichCache, Lookup, Replicas
 from app.enrich.fastpath import FastParts
 from app.enrich.repository import PgLookup, first_match, reader
 from app.enrich.views.registry import ViewRegistry
+from app.events.retention import open_retention
 from app.experiences.client import PersonalizeClient
 from app.experiences.service import Relay, default_selection
 from app.health.router import MetricsGate
@@ -143,6 +144,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         sync.start()
         stack.push_async_callback(sync.stop)
         relay = await stack.enter_async_context(open_relay(settings, enrich_cache))
+        await stack.enter_async_context(open_retention(settings, sessionmaker))
         yield Runtime(
             settings=settings,
             engine=engine,

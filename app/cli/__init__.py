@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from app import __version__
-from app.cli import audit, clients, data, keys, migrate, personalize, qa, serve, views
+from app.cli import audit, clients, data, keys, migrate, personalize, purge, qa, serve, views
 
 app = typer.Typer(
     help="enrich: real-time profile enrichment for Sitecore Personalize.",
@@ -25,6 +25,7 @@ app.command()(migrate.migrate)
 app.command("import")(data.import_)
 app.command()(data.demo)
 app.command()(audit.audit)
+app.command()(purge.purge)
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(views.app, name="views")

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # The most bytes of compiled views (`enrich views`) one worker keeps: each name's latest
     # version first, then older live versions; one past it answers 503 (~2-6 KB a view).
     views_max_bytes: int = Field(default=16 * 1_048_576, ge=65_536)
+    # Event retention: events received longer ago than this are deleted in small batches every
+    # interval by the running service (0: kept for ever; `enrich purge` does it by hand).
+    events_retention_days: float = Field(default=0, ge=0, le=36_500)
+    events_purge_interval_seconds: float = Field(default=3600.0, ge=1)
     auth_max_failures_per_client: int = Field(default=10, ge=1)
     auth_max_failures_per_address: int = Field(default=50, ge=1)
     auth_failure_window_seconds: int = Field(default=60, ge=1)

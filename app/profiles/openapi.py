@@ -232,6 +232,29 @@ still a duplicate and does not bring the guest back. 404 when no profile has the
     + SCOPE_WRITE,
 }
 
+EXPORT: dict[str, Any] = {
+    "responses": {
+        **errors(
+            400,
+            401,
+            403,
+            404,
+            422,
+            s400="An invalid identifier type or value, or an `events_after` this service did "
+            "not give",
+        )
+    },
+    "summary": "Export everything held about a guest",
+    "description": """For a subject access request: the profile as `GET` answers it and the
+guest's events (who sent each, when it happened and arrived, its data), oldest first. Events
+come a page at a time (`events_limit`, at most 10,000): while `events_next` is not null, ask
+again with `events_after` set to it. Each export is audited (the client, a hash of the
+identifier, the number of events), never its content. 404 when no profile has the identifier.
+
+Scope: `admin`. An access request is an operator's act: a Personalize connection
+(`profiles:read`) never needs a guest's whole history.""",
+}
+
 BULK: dict[str, Any] = {
     "responses": {
         200: {

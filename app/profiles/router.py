@@ -9,13 +9,17 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.routing import Match
+from starlette.types import Scope
 
-from app.audit.log import PROFILE_ERASED, AuditLog, client_actor
-from app.auth.bearer import ProfilesRead, ProfilesWrite
+from app.audit.log import PROFILE_ERASED, PROFILE_EXPORTED, AuditLog, client_actor
+from app.auth.bearer import AdminDep, ProfilesRead, ProfilesWrite
 from app.auth.tokens import Principal
+from app.core.db import SessionMaker
 from app.core.errors import AppError
 from app.core.openapi import examples_with_nulls, method_not_allowed
 from app.core.parts import part
@@ -27,6 +31,7 @@ from app.platform.logging import short_hash
 from app.profiles import openapi
 from app.profiles.bulk.body import media_type, parse_bulk, parse_json
 from app.profiles.bulk.upsert import upsert_documents
+from app.profiles.export import MAX_EVENTS_PAGE, ProfileExport, export_profile
 from app.profiles.openapi import PATCH_TYPES, IdType, ReadValue, WriteValue
 from app.profiles.schemas import (
     BulkOutcome,
@@ -64,6 +69,53 @@ def _key(settings: Settings, id_type: str, id_value: str) -> Key:
 
 def _location(key: Key) -> str:
     return f"/v1/profiles/{quote(key[0], safe='')}/{quote(key[1], safe='')}"
+
+
+class ExportRoute(APIRoute):
+    """``.../{value}/export`` only when the path's last segment is ``export`` as sent: a GET of
+    a profile whose identifier value ends in ``/export`` (``%2Fexport``) is a profile read."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE and not scope.get("raw_path", b"").endswith(b"/export"):
+            return Match.NONE, {}
+        return match, child
+
+
+async def export_profile_route(
+    caller: AdminDep,
+    id_type: IdType,
+    id_value: ReadValue,
+    settings: SettingsDep,
+    reads: Annotated[ReadSessions, Depends(part(ReadSessions))],
+    sessionmaker: Annotated[SessionMaker, Depends(part(async_sessionmaker))],
+    events_limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 1000,
+    events_after: Annotated[str | None, Query(max_length=1024)] = None,
+) -> JSONResponse:
+    """Everything held about the guest, for a subject access request."""
+    key = _key(settings, id_type, id_value)
+
+    async def read(session: AsyncSession) -> dict[str, Any]:
+        region = settings.default_phone_region
+        return await export_profile(session, region, key, events_limit, events_after)
+
+    exported = await reads.run([key], read)
+    async with sessionmaker() as session, session.begin():  # audited before it is answered
+        await AuditLog(session, client_actor(caller.client_id)).record(
+            PROFILE_EXPORTED, f"{key[0]}:{short_hash(key[1])}", events=len(exported["events"])
+        )
+    return JSONResponse(exported, headers={"Cache-Control": "no-store"})
+
+
+# Before the profile routes: their value takes any text, ``.../export`` included.
+router.add_api_route(
+    RESOURCE + "/export",
+    export_profile_route,
+    methods=["GET"],
+    response_model=ProfileExport,
+    route_class_override=ExportRoute,
+    **openapi.EXPORT,
+)
 
 
 @router.get(RESOURCE, response_model=ProfileRead, **openapi.READ)

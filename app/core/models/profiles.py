@@ -64,7 +64,11 @@ class Event(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
-    __table_args__ = (Index("ix_events_profile_id", "profile_id"),)
+    __table_args__ = (
+        Index("ix_events_profile_id", "profile_id"),
+        # Retention deletes the oldest first (app/events/retention.py).
+        Index("ix_events_received_at", "received_at"),
+    )
 
 
 class ProcessedEvent(Base):

@@ -1,0 +1,115 @@
+"""A subject access request: everything held about one guest, in one document.
+
+The profile as GET answers it, and the guest's events, oldest first, a page at a time: a guest
+may have many more events than one answer should carry. ``events_next`` is the cursor of the
+next page (null on the last); it names where the page ended (received_at, client, event id),
+so events written meanwhile are not skipped or repeated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import AppError
+from app.core.models import Event
+from app.identity.identifiers import Key
+from app.profiles.schemas import ProfileRead, as_utc, fit_ints, iso
+from app.profiles.service import ProfileService
+
+MAX_EVENTS_PAGE = 10_000
+Position = tuple[datetime, str, str]
+
+
+class ExportedEvent(BaseModel):
+    client_id: str = Field(description="the client that sent it")
+    event_id: str
+    type: str
+    occurred_at: datetime
+    received_at: datetime
+    data: dict[str, Any]
+
+
+class ProfileExport(BaseModel):
+    """Everything held about a guest: their profile and their events."""
+
+    exported_at: datetime
+    profile: ProfileRead
+    events: list[ExportedEvent]
+    events_next: str | None = Field(
+        description="pass as `events_after` for the next page of events; null on the last"
+    )
+
+
+def bad_cursor() -> AppError:
+    return AppError("events_after is not a cursor this service gave", code="invalid_cursor")
+
+
+def encode_cursor(position: Position) -> str:
+    at, client_id, event_id = position
+    raw = orjson.dumps([at.isoformat(), client_id, event_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Position:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        at, client_id, event_id = orjson.loads(raw)
+        moment = as_utc(datetime.fromisoformat(at))
+    except (ValueError, TypeError, binascii.Error) as exc:  # (JSONDecodeError is a ValueError)
+        raise bad_cursor() from exc
+    if not isinstance(client_id, str) or not isinstance(event_id, str):
+        raise bad_cursor()
+    return moment, client_id, event_id
+
+
+async def _events(
+    session: AsyncSession, profile_id: uuid.UUID, limit: int, after: Position | None
+) -> tuple[list[Event], bool]:
+    order = (Event.received_at, Event.client_id, Event.event_id)
+    query = select(Event).where(Event.profile_id == profile_id)
+    if after is not None:
+        at, client_id, event_id = after
+        if session.get_bind().dialect.name == "sqlite":
+            at = at.replace(tzinfo=None)  # (stored naive, in UTC)
+        query = query.where(tuple_(*order) > tuple_(at, client_id, event_id))
+    rows = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+async def export_profile(
+    session: AsyncSession, region: str, key: Key, limit: int, after: str | None
+) -> dict[str, Any]:
+    """The export of the guest ``key`` names (404 when none), with one page of events."""
+    position = decode_cursor(after) if after else None
+    profile = await ProfileService(session, region).get(key)
+    events, more = await _events(session, uuid.UUID(profile["profile_id"]), limit, position)
+    last = events[-1] if events else None
+    return {
+        "exported_at": iso(datetime.now(UTC)),
+        "profile": profile,
+        "events": [
+            {
+                "client_id": event.client_id,
+                "event_id": event.event_id,
+                "type": event.type,
+                "occurred_at": iso(event.occurred_at),
+                "received_at": iso(event.received_at),
+                "data": fit_ints(event.data or {}),
+            }
+            for event in events
+        ],
+        "events_next": (
+            encode_cursor((as_utc(last.received_at), last.client_id, last.event_id))
+            if more and last
+            else None
+        ),
+    }

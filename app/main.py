@@ -56,7 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(app, EnrichAPI):
             app.fast_parts = runtime.fast_parts()
         if isinstance(app, TracedEnrichAPI) and runtime.tracing is not None:
-            app.server_spans = ServerSpans(runtime.tracing.tracer, routes=(FAST_PATH,))
+            ratio = settings.tracing_sample_ratio
+            app.server_spans = ServerSpans(runtime.tracing.tracer, (FAST_PATH,), ratio)
         # Everything built so far lives as long as the process: keep it out of the collector's
         # way, so full collections stay short (they caused the p99 in the first measurements).
         if settings.environment != "test":

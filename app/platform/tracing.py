@@ -15,6 +15,7 @@ its type, never its message (a database error's text quotes the statement's valu
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Message, Receive, Scope, Send
@@ -109,7 +110,11 @@ class Tracing:
 
 
 def build_provider(settings: Settings, version: str) -> TracerProvider:
-    """A provider with the parent-based ratio sampler and a batching OTLP/HTTP exporter.
+    """A provider with a parent-based sampler and a batching OTLP/HTTP exporter.
+
+    Its sampler records every root span: ``ServerSpans`` draws the sample ratio itself before it
+    makes one (the only roots made here are server spans), so a request left out of the sample
+    costs a random number and nothing of the SDK's. A caller's traceparent decides for its trace.
 
     ``Resource.create`` also reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; the settings'
     attributes win where both name one. The exporter reads the OTEL_EXPORTER_OTLP_* variables
@@ -123,7 +128,7 @@ def build_provider(settings: Settings, version: str) -> TracerProvider:
     }
     provider = TracerProvider(
         resource=Resource.create(attributes),
-        sampler=ParentBased(TraceIdRatioBased(settings.tracing_sample_ratio)),
+        sampler=ParentBased(ALWAYS_ON),
     )
     exporter = OTLPSpanExporter(endpoint=settings.tracing_endpoint or None)
     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -162,13 +167,15 @@ _PROPAGATOR = TraceContextTextMapPropagator()  # (traceparent and tracestate, no
 
 class ServerSpans:
     """One SERVER span per HTTP request, continuing the caller's W3C trace when it sent one
-    (``traceparent``, ``tracestate``; its sampled flag decides). Named ``METHOD /route`` after
-    the route template (HTTP semantic conventions); ``routes`` are templates of paths served
-    without the router (the enrich fast path), which match themselves."""
+    (``traceparent``, ``tracestate``; its sampled flag decides), else starting one for a share
+    ``ratio`` of requests. Named ``METHOD /route`` after the route template (HTTP semantic
+    conventions); ``routes`` are templates of paths served without the router (the enrich fast
+    path), which match themselves."""
 
-    def __init__(self, tracer: Tracer, routes: Iterable[str] = ()) -> None:
+    def __init__(self, tracer: Tracer, routes: Iterable[str] = (), ratio: float = 1.0) -> None:
         self.tracer = tracer
         self.routes = frozenset(routes)
+        self.ratio = ratio
 
     async def serve(
         self,
@@ -177,8 +184,16 @@ class ServerSpans:
         r: Receive,
         s: Send,
     ) -> None:
+        headers = scope["headers"]
+        for name, _ in headers:
+            if name == b"traceparent":
+                break
+        else:  # a trace of our own, if this request is drawn (1.0: always, without a draw)
+            if self.ratio < 1.0 and random.random() >= self.ratio:
+                await app(scope, r, s)
+                return
         method = scope["method"]
-        parent = _PROPAGATOR.extract(scope["headers"], getter=_GETTER)
+        parent = _PROPAGATOR.extract(headers, getter=_GETTER)
         span = self.tracer.start_span(
             method,
             context=parent,

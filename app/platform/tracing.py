@@ -185,15 +185,18 @@ class ServerSpans:
         s: Send,
     ) -> None:
         headers = scope["headers"]
+        parent = None
         for name, _ in headers:
             if name == b"traceparent":
+                parent = _PROPAGATOR.extract(headers, getter=_GETTER)
                 break
-        else:  # a trace of our own, if this request is drawn (1.0: always, without a draw)
+        if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
+            # A trace of our own (none came, or an unreadable one), if this request is drawn
+            # (1.0: always, without a draw).
             if self.ratio < 1.0 and random.random() >= self.ratio:
                 await app(scope, r, s)
                 return
         method = scope["method"]
-        parent = _PROPAGATOR.extract(headers, getter=_GETTER)
         span = self.tracer.start_span(
             method,
             context=parent,

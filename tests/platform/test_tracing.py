@@ -12,7 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from app.core.settings import Settings
 from app.enrich.cache.store import EnrichCache
 from app.main import EnrichAPI, TracedEnrichAPI
 from tests.conftest import Backend, RunningApp, close_app, start_app
@@ -130,7 +132,8 @@ class TestTracingOn:
     async def test_a_callers_traceparent_is_continued_and_its_correlation_id_recorded(
         self, backend: Backend, receiver: Receiver
     ) -> None:
-        async with traced(backend, receiver) as app:
+        named = "deployment.environment.name=qa, service.namespace=personalize"
+        async with traced(backend, receiver, tracing_resource_attributes=named) as app:
             caller = await caller_on(app)
             extra = {"traceparent": traceparent(), "X-Correlation-Id": CORRELATION}
             await enrich(app, caller.headers, "traced-1", **extra)  # the route (a new token)
@@ -142,6 +145,9 @@ class TestTracingOn:
             assert span.parent_id == CALLER_SPAN
             assert span.attributes["enrich.correlation_id"] == CORRELATION
             assert all(s.trace_id == CALLER_TRACE for s in children(spans, span))
+        resource = spans[0].resource
+        assert resource["deployment.environment.name"] == "qa"
+        assert resource["service.namespace"] == "personalize"
 
     @on_sqlite
     async def test_the_token_endpoint_has_its_steps_and_a_refusal_its_error_code(
@@ -198,6 +204,7 @@ class TestTracingOn:
             await enrich(app, caller.headers, "ours-1")
             await enrich(app, caller.headers, "ours-2")
             await enrich(app, caller.headers, "unsampled-1", traceparent=traceparent(False))
+            await enrich(app, caller.headers, "unreadable-1", traceparent="00-not-a-trace")
             await enrich(app, caller.headers, "sampled-1", traceparent=traceparent(True))
         spans = receiver.spans()
         ids = {s.attributes.get("enrich.request_id") for s in spans if s.kind == SERVER}
@@ -205,6 +212,21 @@ class TestTracingOn:
         assert {s.name for s in children(spans, server_span(spans, "sampled-1"))} >= {
             "enrich.l1.lookup"
         }
+
+
+class TestSettings:
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("tracing_resource_attributes", "deployment.environment.name"),
+            ("tracing_resource_attributes", "=prod"),
+            ("tracing_endpoint", "collector:4318/v1/traces"),
+            ("tracing_sample_ratio", "1.5"),
+        ],
+    )
+    def test_a_mistyped_value_stops_the_start(self, name: str, value: str) -> None:
+        with pytest.raises(ValidationError, match=name):
+            Settings(_env_file=None, **{name: value})  # type: ignore[call-arg]
 
 
 class TestTracingOff:

@@ -16,6 +16,7 @@ from functools import partial
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app import __version__
 from app.auth.apikeys import ApiKeyAuth
 from app.auth.certauth import CertificateAuthorities
 from app.auth.guard import ClientPolicies, Guard
@@ -33,6 +34,7 @@ from app.enrich.cache.bus import InvalidationBus
 from app.enrich.cache.l1 import L1Cache, dep_digest
 from app.enrich.cache.remote import invalidation_channel
 from app.enrich.cache.store import EnrichCache, Lookup, Replicas
+from app.enrich.cache.traced import cache_class
 from app.enrich.fastpath import FastParts
 from app.enrich.repository import PgLookup, first_match, reader
 from app.enrich.views.registry import ViewRegistry
@@ -46,6 +48,7 @@ from app.platform.metrics import MetricsFlusher, ReplicaMetrics, request_metrics
 from app.platform.ratelimit import TAKE, Limit, Limiter, LocalLimiter, RedisLimiter
 from app.platform.redis_pipe import RedisPipe
 from app.platform.shutdown import Drain
+from app.platform.tracing import Spans, Tracing, open_tracing
 from app.profiles.writes import Invalidation
 
 log = structlog.get_logger(__name__)
@@ -82,6 +85,7 @@ class Runtime:
     relay: Relay
     reads: ReadSessions
     authorities: CertificateAuthorities
+    tracing: Tracing | None = None  # (None: ENRICH_TRACING_ENABLED is off)
 
     def parts(self) -> Parts:
         """The parts routes ask for by type."""
@@ -105,6 +109,7 @@ class Runtime:
         parts.add(ViewRegistry, self.views)
         parts.add(Invalidation, Invalidation(self.enrich_cache.invalidate))
         parts.add(Relay, self.relay)
+        parts.add(Spans, Spans(self.tracing.tracer if self.tracing else None))
         return parts
 
     def fast_parts(self) -> FastParts:
@@ -123,6 +128,9 @@ class Runtime:
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """The parts, started; on exit each is stopped and closed, the last opened first."""
     async with AsyncExitStack() as stack:
+        # First opened, last closed: the spans of everything else's closing are exported too.
+        tracing = await stack.enter_async_context(open_tracing(settings, __version__))
+        spans = Spans(tracing.tracer if tracing is not None else None)
         engine = create_engine(settings)
         stack.push_async_callback(engine.dispose)
         sessionmaker = create_sessionmaker(engine)
@@ -139,7 +147,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         )
         replicas = await stack.enter_async_context(open_replicas(settings))
         enrich_cache = await stack.enter_async_context(
-            open_enrich_cache(settings, engine, cache, replicas)
+            open_enrich_cache(settings, engine, cache, replicas, spans)
         )
         sync.start()
         stack.push_async_callback(sync.stop)
@@ -176,6 +184,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             relay=relay,
             reads=read_sessions(sessionmaker, replicas),
             authorities=CertificateAuthorities(settings.client_ca_certs or None),
+            tracing=tracing,
         )
 
 
@@ -332,7 +341,11 @@ async def open_operations(
 
 @asynccontextmanager
 async def open_enrich_cache(
-    settings: Settings, engine: AsyncEngine, cache: Cache, replicas: ReplicaParts | None = None
+    settings: Settings,
+    engine: AsyncEngine,
+    cache: Cache,
+    replicas: ReplicaParts | None = None,
+    spans: Spans | None = None,
 ) -> AsyncIterator[EnrichCache]:
     """The two-level cache: L1 here, L2 in Redis, the bus between workers, the lookup below."""
     async with AsyncExitStack() as stack:
@@ -356,7 +369,8 @@ async def open_enrich_cache(
             ack_timeout=settings.cache_invalidation_ack_ms / 1000,
         )
         lookup: Lookup
-        if engine.dialect.name == "postgresql":
+        dialect = engine.dialect.name
+        if dialect == "postgresql":
             pg_lookup = await PgLookup.create(settings)
             stack.push_async_callback(pg_lookup.close)
             lookup = pg_lookup
@@ -373,7 +387,8 @@ async def open_enrich_cache(
                 timeout=min(settings.redis_socket_timeout, settings.deadline_ms / 1000),
             )
         on_replicas = Replicas(replicas.router, replicas.lookups) if replicas else None
-        enrich_cache = EnrichCache(settings, lookup, l2, bus, l1, pipe, on_replicas)
+        new_cache = cache_class(spans, dialect)  # (tracing off: EnrichCache itself)
+        enrich_cache = new_cache(settings, lookup, l2, bus, l1, pipe, on_replicas)
         stack.push_async_callback(enrich_cache.close)  # (it closes the pipe it was given)
         await bus.start()
         stack.push_async_callback(bus.stop)

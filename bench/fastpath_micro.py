@@ -1,6 +1,7 @@
 """In-process micro-benchmark of the enrich fast path's L1 hit: CPU time per request.
 
     PYTHONPATH=. .venv/bin/python bench/fastpath_micro.py [--requests 10000] [--rounds 7]
+                                                          [--tracing RATIO [--tracing-endpoint URL]]
 
 No server and no sockets: the ASGI app is called directly with a prepared scope and a fake
 ``receive``/``send``, so the figures are the fast path's own code (header scan, remembered
@@ -14,6 +15,10 @@ It measures the ``app`` package that ``PYTHONPATH`` finds (it prints which). To 
 trees, run it with ``PYTHONPATH`` set to each in turn, a few times each, alternating, and
 compare the lowest figures: the imports below also find the parts in the layout before the
 move to ``app/core`` (``app.config``, ``app.migrate``), so the same script measures both.
+
+``--tracing RATIO`` turns OpenTelemetry tracing on with that sample ratio (docs/operations.md),
+exporting to ``--tracing-endpoint`` or else to a sink in a process of its own
+(bench/otlp_sink.py); the batch processor's export thread is this process's, so its CPU counts.
 """
 
 from __future__ import annotations
@@ -104,8 +109,9 @@ VIEW = {
 }
 
 
-def settings_for(database_url: str) -> Settings:
+def settings_for(database_url: str, **tracing: Any) -> Settings:
     return Settings(  # type: ignore[call-arg]
+        **tracing,
         _env_file=None,
         environment="test",
         database_url=database_url,
@@ -249,11 +255,21 @@ async def time_scenario(
     return best
 
 
-async def main(requests: int, rounds: int, only: list[str] | None = None) -> None:
+def tracing_settings(ratio: float | None, endpoint: str | None) -> dict[str, Any]:
+    """The tracing settings (none: a tree without tracing is measured as it is)."""
+    if ratio is None:
+        return {}
+    return {"tracing_enabled": True, "tracing_sample_ratio": ratio, "tracing_endpoint": endpoint}
+
+
+async def main(
+    requests: int, rounds: int, only: list[str] | None = None, tracing: dict[str, Any] | None = None
+) -> None:
+    tracing = tracing or {}
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.db'}"
         await asyncio.to_thread(upgrade, settings_for(url))
-        service = create_app(settings_for(url))
+        service = create_app(settings_for(url, **tracing))
         results = []
         with stderr_to_devnull():  # (up to the end: the last lines are written at shutdown)
             async with service.router.lifespan_context(service):
@@ -273,6 +289,8 @@ async def main(requests: int, rounds: int, only: list[str] | None = None) -> Non
                     best = await time_scenario(service, sent, scenario, requests, rounds)
                     results.append((scenario[0], best))
     print(f"app: {Path(measured.__file__).parent}")
+    if tracing:
+        print(f"tracing: on, sample ratio {tracing['tracing_sample_ratio']}")
     print(f"{'L1 hit':<18}us of CPU per request (best of {rounds} rounds of {requests})")
     for name, seconds in results:
         print(f"{name:<18}{seconds * 1e6:8.2f}")
@@ -285,5 +303,19 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only", action="append", help="a scenario's name (repeat for several): only those"
     )
+    parser.add_argument("--tracing", type=float, help="trace with this sample ratio (0 to 1)")
+    parser.add_argument("--tracing-endpoint", help="OTLP/HTTP traces URL (default: a sink)")
     options = parser.parse_args()
-    asyncio.run(main(options.requests, options.rounds, options.only))
+    sink = None
+    endpoint = options.tracing_endpoint
+    if options.tracing is not None and endpoint is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from otlp_sink import start  # (the sink's own module: only when it is needed)
+
+        sink, endpoint = start()
+    try:
+        traced = tracing_settings(options.tracing, endpoint)
+        asyncio.run(main(options.requests, options.rounds, options.only, traced))
+    finally:
+        if sink is not None:
+            sink.terminate()

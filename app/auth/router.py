@@ -36,6 +36,7 @@ from app.core.responses import JSONResponse
 from app.core.settings import SettingsDep
 from app.platform.metrics import TOKENS_ISSUED, TOKENS_REFUSED
 from app.platform.middleware import CLIENT_ID_KEY
+from app.platform.tracing import SpansDep, note
 
 router = APIRouter(tags=["OAuth 2.0"])
 
@@ -259,7 +260,9 @@ ServiceDep = Annotated[OAuthService, Depends(oauth_service)]
     openapi_extra=_TOKEN_BODY,
     summary="Issue an access token (client credentials)",
 )
-async def token(request: Request, service: ServiceDep, _: ClientAuthDoc) -> JSONResponse:
+async def token(
+    request: Request, service: ServiceDep, spans: SpansDep, _: ClientAuthDoc
+) -> JSONResponse:
     """Issue an access token for the client_credentials grant (RFC 6749 section 4.4).
 
     Authenticate with HTTP Basic (client_secret_basic) or with client_id and client_secret
@@ -276,12 +279,15 @@ async def token(request: Request, service: ServiceDep, _: ClientAuthDoc) -> JSON
         credentials = client_credentials(request, form)
         if grant_type != "client_credentials":
             raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
-        client = await service.authenticate(
-            credentials, client_address(request), request.scope.get(CERT_DER_KEY)
-        )
+        with spans.child("oauth.client.authenticate"):
+            client = await service.authenticate(
+                credentials, client_address(request), request.scope.get(CERT_DER_KEY)
+            )
         request.scope[CLIENT_ID_KEY] = client.client_id  # for the access line
-        answer = service.issue(client, form.get("scope"), request.scope.get(CERT_KEY))
+        with spans.child("oauth.token.sign"):
+            answer = service.issue(client, form.get("scope"), request.scope.get(CERT_KEY))
     except OAuthError as exc:
+        note("oauth.error", exc.code)  # (on the request's span, when traced)
         TOKENS_REFUSED.labels(exc.code).inc()
         raise
     TOKENS_ISSUED.inc()

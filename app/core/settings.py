@@ -143,6 +143,17 @@ class Settings(BaseSettings):
     experience_fields: str = "traits,segments,metrics"
     experience_params_max_chars: int = Field(default=4000, ge=1000, le=100_000)
 
+    # OpenTelemetry tracing (off: nothing is built, no request pays for it;
+    # docs/operations.md#tracing). The OTLP/HTTP traces URL (empty: OTEL_EXPORTER_OTLP_*
+    # variables, else http://localhost:4318/v1/traces), the share of traces started here that
+    # are sampled (a caller's traceparent decides for its own), and the resource's service.name
+    # and extra attributes ("key=value,key=value", as OTEL_RESOURCE_ATTRIBUTES).
+    tracing_enabled: bool = False
+    tracing_endpoint: str = ""
+    tracing_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    tracing_service_name: str = Field(default="enrich", min_length=1, max_length=255)
+    tracing_resource_attributes: str = ""
+
     # Where the migrations live (found automatically when unset).
     migrations_dir: str | None = None
 
@@ -184,6 +195,30 @@ class Settings(BaseSettings):
         if value and not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for a local stand-in)")
         return value
+
+    @field_validator("tracing_endpoint")
+    @classmethod
+    def _traces_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL (OTLP over HTTP: .../v1/traces)")
+        return value
+
+    @field_validator("tracing_resource_attributes")
+    @classmethod
+    def _resource_pairs(cls, value: str) -> str:
+        """Check the pairs now, so a typo stops the start (``resource_attributes`` reads them)."""
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            key, equals, _ = pair.partition("=")
+            if not equals or not key.strip():
+                raise ValueError(f"a resource attribute is key=value, not {pair!r}")
+        return value
+
+    @property
+    def resource_attributes(self) -> dict[str, str]:
+        """ENRICH_TRACING_RESOURCE_ATTRIBUTES as a dict."""
+        pairs = filter(None, (p.strip() for p in self.tracing_resource_attributes.split(",")))
+        return {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in pairs)}
 
     @field_validator("default_phone_region")
     @classmethod

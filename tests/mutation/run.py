@@ -151,6 +151,8 @@ GROUPS = (
             "tests/ingest/test_import_invalidation.py",
         ),
     ),
+    # The cache's spans (tracing on): what they say, and that they say no identifier.
+    Group("tracing", ("app/enrich/cache/traced.py",), ("tests/platform/test_tracing.py",)),
 )
 
 

@@ -119,7 +119,7 @@ class EnrichCache:
         use_l1 = self.bus.hears_now()
         # An entry this process cannot trust as fresh (past its TTL, or kept from before Redis
         # went silent) is still the stale copy to serve if the database does not answer.
-        stale_entry: Entry | None = self.l1.get(l1_key)
+        stale_entry = self._l1_entry(l1_key)
         if use_l1 and stale_entry is not None and stale_entry.fresh_until >= time.monotonic():
             return stale_entry.body, "hit"
         generation = self.l1.generation
@@ -168,7 +168,7 @@ class EnrichCache:
         give_up = loop.time() + self.deadline
         cached, reachable = None, True
         if self.l2 is not None:
-            cached, reachable = await self.l2.read(keys, self.bus.trusted_from)
+            cached, reachable = await self._l2_read(keys)
         if cached is not None:
             if cached.fresh:
                 return cached, "hit"
@@ -199,8 +199,22 @@ class EnrichCache:
             index = keys.index(match[0])
             resolution = Resolution(match[0], match[1], keys[: index + 1], read_at=read_at)
         if fill and current and self.l2 is not None:
-            await self.l2.fill(resolution)
+            await self._l2_fill(resolution)
         return resolution
+
+    # The steps a traced cache (app/enrich/cache/traced.py) wraps in spans.
+
+    def _l1_entry(self, l1_key: tuple[tuple[Key, ...], object]) -> Entry | None:
+        """The L1 entry, fresh or not (``answer`` decides)."""
+        return self.l1.get(l1_key)
+
+    async def _l2_read(self, keys: tuple[Key, ...]) -> tuple[Resolution | None, bool]:
+        assert self.l2 is not None
+        return await self.l2.read(keys, self.bus.trusted_from)
+
+    async def _l2_fill(self, resolution: Resolution) -> None:
+        assert self.l2 is not None
+        await self.l2.fill(resolution)
 
     async def _lookup(self, keys: tuple[Key, ...]) -> tuple[Match | None, bool]:
         """On a replica that has replayed every write to ``keys``, else on the primary; and

@@ -39,8 +39,7 @@ from app.enrich.fastpath import FastParts
 from app.enrich.repository import PgLookup, first_match, reader
 from app.enrich.views.registry import ViewRegistry
 from app.events.retention import open_retention
-from app.experiences.client import PersonalizeClient
-from app.experiences.service import Relay, default_selection
+from app.experiences.service import Relay, open_relay
 from app.health.router import MetricsGate
 from app.platform import redis_client
 from app.platform.kv import Cache, RedisCache, create_cache
@@ -170,12 +169,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 revocations,
                 max_cached_bytes=settings.token_cache_max_bytes,
             ),
-            throttle=AuthFailureThrottle(
-                cache,
-                settings.auth_max_failures_per_client,
-                settings.auth_max_failures_per_address,
-                settings.auth_failure_window_seconds,
-            ),
+            throttle=auth_throttle(settings, cache),
             auth_sync=sync,
             api_keys=api_keys,
             views=views,
@@ -186,6 +180,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             authorities=CertificateAuthorities(settings.client_ca_certs or None),
             tracing=tracing,
         )
+
+
+def auth_throttle(settings: Settings, cache: Cache) -> AuthFailureThrottle:
+    return AuthFailureThrottle(
+        cache,
+        settings.auth_max_failures_per_client,
+        settings.auth_max_failures_per_address,
+        settings.auth_failure_window_seconds,
+    )
 
 
 async def load_auth_state(
@@ -277,26 +280,6 @@ async def open_replicas(settings: Settings) -> AsyncIterator[ReplicaParts | None
         metrics = ReplicaMetrics(router)
         request_metrics.add_source(metrics)
         yield ReplicaParts(router, lookups, makers, metrics)
-
-
-@asynccontextmanager
-async def open_relay(settings: Settings, enrich_cache: EnrichCache) -> AsyncIterator[Relay]:
-    """The Interactive Experience relay: the guest lookup, and one HTTP client for Personalize
-    per process (its connection pool), closed at exit."""
-    selection = default_selection(settings.experience_fields)  # a typo stops the start
-    client = PersonalizeClient(settings.personalize_api_url, settings.personalize_timeout_ms)
-    if not client.configured:
-        log.info("experiences.relay_off", reason="ENRICH_PERSONALIZE_API_URL is not set")
-    try:
-        yield Relay(
-            enrich_cache,
-            client,
-            selection,
-            settings.experience_params_max_chars,
-            settings.default_phone_region,
-        )
-    finally:
-        await client.aclose()
 
 
 @asynccontextmanager

@@ -9,18 +9,24 @@ guest), fitted with enrich's own cut into what the caller's params leave of the 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 
 from app.core.errors import AppError
+from app.core.settings import Settings
 from app.enrich.cache.store import EnrichCache, Level
 from app.enrich.document import fit
 from app.enrich.fields import Selection, parse_fields
 from app.enrich.request import keys_and_selection
 from app.experiences.client import Answer, Failure, PersonalizeClient, RelayFailure
 from app.experiences.schemas import GUEST_PARAM, ExperienceCall
+
+log = structlog.get_logger(__name__)
 
 # What the guest's part needs at least, cut to its fixed keys and `truncated` (about 150
 # characters) with room to spare: the caller's own params get the rest of the limit.
@@ -91,3 +97,23 @@ def default_selection(fields: str) -> Selection:
 
 def _chars(body: bytes) -> int:
     return len(body) if body.isascii() else len(body.decode())
+
+
+@asynccontextmanager
+async def open_relay(settings: Settings, enrich_cache: EnrichCache) -> AsyncIterator[Relay]:
+    """The Interactive Experience relay: the guest lookup, and one HTTP client for Personalize
+    per process (its connection pool), closed at exit."""
+    selection = default_selection(settings.experience_fields)  # a typo stops the start
+    client = PersonalizeClient(settings.personalize_api_url, settings.personalize_timeout_ms)
+    if not client.configured:
+        log.info("experiences.relay_off", reason="ENRICH_PERSONALIZE_API_URL is not set")
+    try:
+        yield Relay(
+            enrich_cache,
+            client,
+            selection,
+            settings.experience_params_max_chars,
+            settings.default_phone_region,
+        )
+    finally:
+        await client.aclose()

@@ -299,6 +299,20 @@ def access_log_for(settings: Settings) -> AccessLog | None:
     return AccessLog(json=json_logs(settings))
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a
+    stream replaced since (a test's capture, closed after it) must not take the logs with it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+STDERR = _Stderr()
+
+
 def configure_logging(settings: Settings) -> None:
     as_json = json_logs(settings)
     level = log_level(settings)
@@ -322,9 +336,9 @@ def configure_logging(settings: Settings) -> None:
         ],
         # Warnings always reach the processors, so Redis failures are counted at any level.
         wrapper_class=structlog.make_filtering_bound_logger(min(level, logging.WARNING)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(STDERR)
     handler.setFormatter(_NoTextFormatter("%(message)s"))
     logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler])

@@ -312,3 +312,30 @@ def test_the_service_frames_an_error_passed_through_are_named_outermost_first() 
         ("app/enrich/request.py", "keys_and_selection"),
         ("app/enrich/fields.py", "parse_fields"),
     ]
+
+
+# Logging configured while stderr was a stream that is closed later (a test's capsys), then
+# used once stderr is the real one again.
+STDERR_SWAPPED = """
+import io, logging, sys
+import structlog
+from app.core.settings import Settings
+from app.platform.logging import configure_logging
+real, sys.stderr = sys.stderr, io.StringIO()
+configure_logging(Settings(_env_file=None, log_format="json", log_level="INFO"))
+sys.stderr.close()
+sys.stderr = real
+structlog.get_logger("test").warning("cache.redis_failed", error="TimeoutError")
+logging.getLogger("test").warning("from the standard library")
+"""
+
+
+def test_logs_follow_stderr_when_the_stream_they_were_configured_with_is_gone() -> None:
+    """An app built while a test captured stderr kept writing to that capture after it was
+    closed, and a later test's warning failed with "I/O operation on closed file"."""
+    done = subprocess.run(
+        [sys.executable, "-c", STDERR_SWAPPED], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"event":"cache.redis_failed"' in done.stderr
+    assert "from the standard library" in done.stderr

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.addresses import parse_networks
 from app.core.parts import part
+from app.core.purposes import DEFAULT_PURPOSES, Rules, parse_purposes
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/enrich.db"
 
@@ -71,6 +72,8 @@ class Settings(BaseSettings):
     # The most bytes of compiled views (`enrich views`) one worker keeps: each name's latest
     # version first, then older live versions; one past it answers 503 (~2-6 KB a view).
     views_max_bytes: int = Field(default=16 * 1_048_576, ge=65_536)
+    # Consent purposes and their rule (app/core/purposes.py): purpose:opt-in|opt-out, ...
+    consent_purposes: str = DEFAULT_PURPOSES
     auth_max_failures_per_client: int = Field(default=10, ge=1)
     auth_max_failures_per_address: int = Field(default=50, ge=1)
     auth_failure_window_seconds: int = Field(default=60, ge=1)
@@ -180,6 +183,17 @@ class Settings(BaseSettings):
         if value and not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for a local stand-in)")
         return value
+
+    @field_validator("consent_purposes")
+    @classmethod
+    def _purposes(cls, value: str) -> str:
+        parse_purposes(value)
+        return value
+
+    @property
+    def consent_rules(self) -> Rules:
+        """ENRICH_CONSENT_PURPOSES as purpose -> opt-in."""
+        return parse_purposes(self.consent_purposes)
 
     @field_validator("default_phone_region")
     @classmethod

@@ -20,9 +20,9 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgres
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("profiles") as batch:
-        # Every existing profile starts with no decision recorded: {}.
-        batch.add_column(sa.Column("consent", JSON, nullable=False, server_default="{}"))
+    # Every existing profile starts with no decision recorded: {}. A plain ALTER TABLE, not
+    # batch mode: rebuilding profiles on SQLite would cascade-delete its events.
+    op.add_column("profiles", sa.Column("consent", JSON, nullable=False, server_default="{}"))
     op.create_table(
         "consent_history",
         sa.Column(
@@ -56,5 +56,4 @@ def downgrade() -> None:
         batch.drop_column("default_purpose")
     op.drop_index("ix_consent_history_profile_id", table_name="consent_history")
     op.drop_table("consent_history")
-    with op.batch_alter_table("profiles") as batch:
-        batch.drop_column("consent")
+    op.drop_column("profiles", "consent")  # (SQLite 3.35+ drops a column in place)

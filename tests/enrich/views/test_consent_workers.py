@@ -47,7 +47,7 @@ async def test_a_withdrawal_is_visible_on_the_next_read_on_every_worker(
     body = orjson.dumps({"identifiers": {"email": "jane@example.com"}, "view": "offer"})
     json_headers = {**headers, "Content-Type": "application/json"}
 
-    def asking() -> object:
+    def asking() -> Awaitable[RawResponse]:
         return server.request_on_new_connection(
             "POST", "/v1/enrich", headers=json_headers, body=body
         )

@@ -152,6 +152,10 @@ output mapping never breaks. Emails are trimmed and lower-cased, phones normaliz
 type names are case-insensitive, numbers are taken as strings. The answer never exceeds
 8,000 characters (lists are cut deterministically and `truncated: true` is added).
 
+Consent: when the view (or else the client) declares a consent purpose and the guest denied
+it, or never granted it where it is opt-in, the answer is found but holds no personal data
+(`profile_id` null, empty values or the view's defaults) and `consent` says why.
+
 Scope: `profiles:read`."""
     + FAST_PATH_NOTE,
 )

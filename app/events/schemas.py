@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from app.core.openapi import PURPOSES_MARK
 from app.core.patterns import (
     ABSENT_TEXT_PATTERN,
     TYPE_NAME_PATTERN,
@@ -53,15 +54,45 @@ _AMOUNT = {
     "description": "a number or a plain decimal string, 0 to 1e14",
 }
 EVENT_SCHEMA: dict[str, Any] = {
-    # A purchase (any letter case, blanks around) needs data.amount.
-    "if": {
-        "required": ["type"],
-        "properties": {"type": {"type": "string", "pattern": f"^{W}*{any_case(PURCHASE)}{W}*$"}},
-    },
-    "then": {
-        "required": ["data"],
-        "properties": {"data": {"required": ["amount"], "properties": {"amount": _AMOUNT}}},
-    },
+    "allOf": [
+        {
+            # A purchase (any letter case, blanks around) needs data.amount.
+            "if": {
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "pattern": f"^{W}*{any_case(PURCHASE)}{W}*$"}
+                },
+            },
+            "then": {
+                "required": ["data"],
+                "properties": {"data": {"required": ["amount"], "properties": {"amount": _AMOUNT}}},
+            },
+        },
+        {
+            # A consent event needs data.purpose (a configured one) and data.status.
+            "if": {
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "pattern": f"^{W}*{any_case(CONSENT)}{W}*$"}
+                },
+            },
+            "then": {
+                "required": ["data"],
+                "properties": {
+                    "data": {
+                        "required": ["purpose", "status"],
+                        "properties": {
+                            "purpose": {"type": "string", PURPOSES_MARK: "enum"},
+                            "status": {"type": "string", "enum": ["granted", "denied"]},
+                            "source": {
+                                "anyOf": [{"type": "string", "maxLength": 100}, {"type": "null"}]
+                            },
+                        },
+                    }
+                },
+            },
+        },
+    ],
     "examples": [
         {
             "event_id": "ord-2026-000123",

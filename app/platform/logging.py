@@ -179,36 +179,30 @@ class AccessLog:
             self._stamp = f"{prefix}.{fraction:03d}Z".encode()
         return self._stamp
 
+    def _write_readable(self, records: list[AccessRecord]) -> None:
+        """Development lines, through structlog's console renderer."""
+        for record in records:
+            _, seconds, request_id, client_id, method, route, status, cache, address, cid, why = (
+                record
+            )
+            extra = {"consent": why} if why is not None else {}
+            self._console.info(
+                ACCESS_EVENT,
+                **extra,
+                request_id=request_id,
+                correlation_id=cid,
+                client_id=client_id,
+                method=method,
+                route=route,
+                status=status,
+                duration_ms=int(seconds * 1_000_000) / 1000,
+                cache=cache,
+                client_addr=address,
+            )
+
     def write_all(self, records: list[AccessRecord]) -> None:
         if not self.json:
-            for record in records:
-                (
-                    _,
-                    seconds,
-                    request_id,
-                    client_id,
-                    method,
-                    route,
-                    status,
-                    cache,
-                    address,
-                    cid,
-                    why,
-                ) = record
-                extra = {"consent": why} if why is not None else {}
-                self._console.info(
-                    ACCESS_EVENT,
-                    **extra,
-                    request_id=request_id,
-                    correlation_id=cid,
-                    client_id=client_id,
-                    method=method,
-                    route=route,
-                    status=status,
-                    duration_ms=int(seconds * 1_000_000) / 1000,
-                    cache=cache,
-                    client_addr=address,
-                )
+            self._write_readable(records)
             return
         to_wall = time.time() - time.perf_counter()
         middles = self._middles

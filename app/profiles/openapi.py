@@ -75,6 +75,8 @@ def _patch_schema() -> dict[str, Any]:
                 "anyOf": [*values, {"type": "number"}, {"type": "null"}]
             }
             properties[name] = schema
+        elif name == "consent":  # decisions are merged per purpose, never removed
+            properties[name] = schema
         else:
             properties[name] = {"anyOf": [schema, {"type": "null"}]}
     return {"type": "object", "properties": properties, "additionalProperties": False}

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from app.core.openapi import PURPOSES_MARK
 from app.core.patterns import TYPE_NAME_PATTERN, W, absent_or_present_pattern, compiled
 from app.profiles.consent import ConsentDecision, check_purposes
 from app.profiles.limits import INT_RANGE, check_document, fit_int
@@ -222,6 +223,7 @@ class ProfileDocument(BaseModel):
     )
     consent: dict[str, ConsentDecision] = Field(
         default_factory=dict,
+        json_schema_extra={PURPOSES_MARK: "propertyNames"},
         description="consent per purpose: purpose -> {`status`: `granted` or `denied`, `at`, "
         "`source`}; purposes are the configured ones (ENRICH_CONSENT_PURPOSES; another is a "
         "422). Merged per purpose into what is stored, never removed: a decision older than "

@@ -11,13 +11,14 @@ a withdrawal is a ``denied`` decision. Purposes are the configured ones
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from app.core.models.base import utcnow
 from app.core.purposes import DEFAULT_PURPOSES, Rules, parse_purposes
@@ -48,6 +49,23 @@ def check_purposes(purposes: Any) -> None:
             raise ValueError(f"unknown consent purpose {str(purpose)[:40]!r} (known: {known})")
 
 
+# RFC 3339 (a space or a lower-case t and z allowed; no offset means UTC), nothing else: no
+# epoch numbers, no bare dates.
+AT_PATTERN = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\\.[0-9]+)?"
+    "(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+)
+_AT_RULE = re.compile(AT_PATTERN)
+
+
+def _rfc3339(value: Any) -> Any:
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _AT_RULE.match(value):
+        raise ValueError("at must be an RFC 3339 timestamp, e.g. 2026-05-01T10:00:00Z")
+    return value
+
+
 def utc(moment: datetime) -> datetime:
     """A zone-less time is UTC; every stored time is UTC."""
     if moment.tzinfo is None:
@@ -69,8 +87,14 @@ class ConsentDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Status = Field(description="`granted` or `denied`")
-    at: datetime | None = Field(
+    at: Annotated[datetime | None, BeforeValidator(_rfc3339)] = Field(
         default=None,
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "format": "date-time", "pattern": AT_PATTERN},
+                {"type": "null"},
+            ]
+        },
         description="when the guest decided (RFC 3339; default: when the write is received); "
         "a decision older than the stored one for its purpose changes nothing",
     )

@@ -23,9 +23,10 @@ from app.enrich.fields import Selection
 
 DENIED = "denied"
 NOT_GRANTED = "not_granted"
-# Every answer starts so; a found guest's answer has a profile_id unless consent is refused.
-_FOUND = b'{"found":true,'
-_NO_ID = b'"profile_id":null,'
+# Only a no-consent answer ends so: any other ends with updated_at (a string or null), or
+# with `truncated` (a cut answer: a no-consent one is cut only when a view's defaults pass the
+# size cap, and its access line then lacks the reason).
+REFUSED_TAILS = (b'"},"stale":false}', b'"},"stale":true}')
 _MARKER = b'"consent":{"purpose":"'
 _STATUS = b'","status":"'
 
@@ -59,8 +60,8 @@ def no_consent(document: dict[str, Any], matched: str, selection: Selection, why
 
 def refused_in(body: bytes) -> str | None:
     """``denied:marketing`` when ``body`` is a no-consent answer, else None: for the access
-    line. Cheap: a found answer with a profile id fails on its first 120 bytes."""
-    if not body.startswith(_FOUND) or body.find(_NO_ID, 14, 120) < 0:
+    line. Cheap: any other answer fails one comparison of its last bytes."""
+    if not body.endswith(REFUSED_TAILS):
         return None
     start = body.rfind(_MARKER)
     if start < 0:

@@ -29,7 +29,7 @@ from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
 from app.core.certs import CERT_KEY
 from app.core.errors import AppError, InternalError, error_body
 from app.enrich.cache.store import EnrichCache, Level
-from app.enrich.consent import refused_in
+from app.enrich.consent import REFUSED_TAILS, refused_in
 from app.enrich.fields import Selection
 from app.enrich.request import RememberedRequests, Wanted
 from app.enrich.response import Header, answer
@@ -148,7 +148,8 @@ class EnrichFastPath:
                 content, level = entry.body, "hit"
             else:
                 content, level = await _looked_up(parts.cache, keys, selection, request_id)
-            if selection.purpose is not None:  # (a no-consent answer says why on its line)
+            # A no-consent answer says why on its access line (one compare of its tail).
+            if selection.purpose is not None and content.endswith(REFUSED_TAILS):
                 why = refused_in(content)
             content, headers = answer(content, level, accept_encoding, entry, parts.cache.l1)
             headers += id_headers

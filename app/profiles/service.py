@@ -275,8 +275,8 @@ def _no_removal(content_patch: Mapping[str, Any]) -> None:
     """A merge patch may not remove consent: a withdrawal is a ``denied`` decision."""
     if "consent" not in content_patch:
         return
-    consent = content_patch["consent"]
-    if consent is None or (isinstance(consent, dict) and None in consent.values()):
+    decisions = content_patch["consent"]
+    if decisions is None or (isinstance(decisions, dict) and None in decisions.values()):
         raise PatchError(
             "consent decisions are not removed: to withdraw consent, write "
             '{"consent": {"<purpose>": {"status": "denied"}}}'

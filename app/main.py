@@ -31,6 +31,7 @@ from app.platform.logging import access_log_for, configure_logging
 from app.platform.metrics import request_metrics
 from app.platform.middleware import Access, AccessMiddleware, BodyLimitMiddleware
 from app.platform.tracing import ServerSpans
+from app.profiles.consent import configure as configure_consent
 from app.profiles.limits import DocumentLimits
 from app.profiles.limits import configure as configure_document_limits
 from app.profiles.router import router as profiles_router
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_document_limits(
         DocumentLimits(settings.document_max_depth, settings.document_max_chars)
     )
+    configure_consent(settings.consent_rules)
     app = new_app(TracedEnrichAPI if settings.tracing_enabled else EnrichAPI)
     install_docs(app, settings.docs_access)
     app.state.settings = settings

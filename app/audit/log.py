@@ -33,6 +33,7 @@ EVENTS_PURGED = "events.purged"
 VIEW_CREATED = "view.created"
 VIEW_RETIRED = "view.retired"
 CLIENT_VIEW_SET = "client.view_set"
+CLIENT_PURPOSE_SET = "client.purpose_set"
 
 # Who made a change when nobody said (a script calling the services directly); the command
 # line sets ``current_actor`` to the person running it.

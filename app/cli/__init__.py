@@ -30,6 +30,7 @@ app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(views.app, name="views")
 clients.app.command("view")(views.client_view)  # (the clients module is full)
+clients.app.command("purpose")(views.client_purpose)
 app.add_typer(personalize.app, name="personalize")
 
 

@@ -45,8 +45,10 @@ def run_in_session(
     # start-up: SQLAlchemy and the database drivers load when a command runs.
     from app.core.db import create_engine, create_sessionmaker
     from app.core.errors import AppError
+    from app.profiles.consent import configure as configure_consent
 
     settings = settings or load_settings()
+    configure_consent(settings.consent_rules)  # the purposes writes and views may name
 
     async def runner() -> T:
         engine = create_engine(settings)

@@ -77,7 +77,15 @@ def demo(
     """Load a realistic demo data set and print a demo client with a ready-to-paste curl."""
     # start-up: the demo data and the services load when the command runs.
     from app.enrich.views.service import ViewService
-    from app.ingest.demo import DEMO_VIEW, DEMO_VIEW_DEFINITION, ensure_demo_client, load_demo
+    from app.ingest.demo import (
+        DEMO_CONSENT_VIEW,
+        DEMO_CONSENT_VIEW_DEFINITION,
+        DEMO_VIEW,
+        DEMO_VIEW_DEFINITION,
+        ensure_demo_client,
+        load_demo,
+    )
+    from app.profiles.consent import rules as consent_rules
 
     settings = load_settings()
     file = Path(credentials_file)
@@ -87,6 +95,8 @@ def demo(
         loaded = await load_demo(session, settings, profiles)
         client = await ensure_demo_client(session, saved, DEMO_CLIENT_NAME, DEMO_SCOPES)
         view = await ViewService(session).ensure(DEMO_VIEW, DEMO_VIEW_DEFINITION)
+        if "marketing" in consent_rules():  # (a deployment with other purposes skips it)
+            await ViewService(session).ensure(DEMO_CONSENT_VIEW, DEMO_CONSENT_VIEW_DEFINITION)
         return {"loaded": loaded, **client, "view": f"{view.name}@{view.version}"}
 
     result = run_in_session(work, settings)
@@ -105,7 +115,11 @@ def save_credentials(file: Path, client_id: str, client_secret: str) -> None:
 
 def print_try_it(base: str, result: dict[str, Any], credentials_file: str) -> None:
     """What was loaded, the demo client, and the two curl commands that try it."""
-    console.print(f"demo data: {result['loaded']} profiles (test guest: demo@example.com)")
+    console.print(
+        f"demo data: {result['loaded']} profiles (test guest: demo@example.com; "
+        "optout@example.com denied marketing: try it with the view email_offer)",
+        soft_wrap=True,
+    )
     console.print(f"demo client_id:     {result['client_id']}")
     console.print(f"demo client_secret: {result['client_secret']}  (kept in {credentials_file})")
     console.print("try it:", style="bold")

@@ -78,14 +78,22 @@ def create(
     ] = None,
     from_file: Annotated[
         Path | None,
-        typer.Option("--file", help='A JSON definition: {"fields", "rename", "defaults"}'),
+        typer.Option(
+            "--file", help='A JSON definition: {"fields", "rename", "defaults", "purpose"}'
+        ),
+    ] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(help="The consent purpose its answers serve (ENRICH_CONSENT_PURPOSES)"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Create a view, or the next version of one; earlier versions keep their shape."""
     if from_file is not None:
-        if fields or rename or default:
-            raise typer.BadParameter("give --file, or --fields with --rename and --default")
+        if fields or rename or default or purpose:
+            raise typer.BadParameter(
+                "give --file, or --fields with --rename, --default and --purpose"
+            )
         definition = json.loads(from_file.read_text())
     else:
         if not fields:
@@ -95,6 +103,8 @@ def create(
             "rename": _pairs(rename, "--rename", as_json=False),
             "defaults": _pairs(default, "--default", as_json=True),
         }
+        if purpose is not None:
+            definition["purpose"] = purpose.strip().lower()
 
     async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
         return _row(await views(session).create(name, definition))
@@ -193,3 +203,28 @@ def client_view(
     current = run_in_session(work)
     shown = current or "none (the whole answer, or the request's fields)"
     console.print(f"client {client_id}: default view {shown}", soft_wrap=True, highlight=False)
+
+
+def client_purpose(
+    client_id: str,
+    purpose: Annotated[
+        str | None,
+        typer.Argument(help="A configured consent purpose (ENRICH_CONSENT_PURPOSES)"),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="No default purpose")] = False,
+) -> None:
+    """Give a client a default consent purpose: its enrich answers hold no personal data for a
+    guest who has not consented to it, unless the view declares its own purpose (every worker
+    within a second); without PURPOSE, print the current one."""
+    if purpose is not None and clear:
+        raise typer.BadParameter("give PURPOSE or --clear, not both")
+
+    async def work(session: AsyncSession, _settings: Settings) -> str | None:
+        service = views(session)
+        if purpose is None and not clear:
+            return (await service.clients.get(client_id)).default_purpose
+        return (await service.assign_purpose(client_id, purpose)).default_purpose
+
+    current = run_in_session(work)
+    shown = current or "none (no consent check unless the view declares a purpose)"
+    console.print(f"client {client_id}: default purpose {shown}", soft_wrap=True, highlight=False)

@@ -208,11 +208,36 @@ def restore_example_nulls(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+# A schema that names consent purposes carries this member, saying where they go ("enum", or
+# "propertyNames" for an object keyed by purpose); the app's document puts the deployment's
+# purposes (ENRICH_CONSENT_PURPOSES) there, so it states exactly what the service accepts.
+PURPOSES_MARK = "x-enrich-purposes"
+
+
+def name_purposes(spec: dict[str, Any], purposes: list[str]) -> dict[str, Any]:
+    """Replace every ``PURPOSES_MARK`` in ``spec`` (in place) with ``purposes``."""
+    stack: list[Any] = [spec]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            where = item.pop(PURPOSES_MARK, None)
+            if where == "enum":
+                item["enum"] = list(purposes)
+            elif where == "propertyNames":
+                item["propertyNames"] = {"enum": list(purposes)}
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return spec
+
+
 def keep_example_nulls(app: FastAPI) -> None:
-    """Make ``app.openapi()`` return the examples as written, nulls included."""
+    """Make ``app.openapi()`` return the examples as written, nulls included (and the
+    deployment's consent purposes where schemas name them)."""
     generate = app.openapi
+    purposes = sorted(app.state.settings.consent_rules)
 
     def openapi() -> dict[str, Any]:
-        return restore_example_nulls(generate())
+        return name_purposes(restore_example_nulls(generate()), purposes)
 
     app.openapi = openapi  # type: ignore[method-assign]

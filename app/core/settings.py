@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.addresses import parse_networks
 from app.core.parts import part
+from app.core.purposes import DEFAULT_PURPOSES, Rules, parse_purposes
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/enrich.db"
 
@@ -75,6 +76,8 @@ class Settings(BaseSettings):
     # interval by the running service (0: kept for ever; `enrich purge` does it by hand).
     events_retention_days: float = Field(default=0, ge=0, le=36_500)
     events_purge_interval_seconds: float = Field(default=3600.0, ge=1)
+    # Consent purposes and their rule (app/core/purposes.py): purpose:opt-in|opt-out, ...
+    consent_purposes: str = DEFAULT_PURPOSES
     auth_max_failures_per_client: int = Field(default=10, ge=1)
     auth_max_failures_per_address: int = Field(default=50, ge=1)
     auth_failure_window_seconds: int = Field(default=60, ge=1)
@@ -219,6 +222,17 @@ class Settings(BaseSettings):
         """ENRICH_TRACING_RESOURCE_ATTRIBUTES as a dict."""
         pairs = filter(None, (p.strip() for p in self.tracing_resource_attributes.split(",")))
         return {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in pairs)}
+
+    @field_validator("consent_purposes")
+    @classmethod
+    def _purposes(cls, value: str) -> str:
+        parse_purposes(value)
+        return value
+
+    @property
+    def consent_rules(self) -> Rules:
+        """ENRICH_CONSENT_PURPOSES as purpose -> opt-in."""
+        return parse_purposes(self.consent_purposes)
 
     @field_validator("default_phone_region")
     @classmethod

@@ -12,11 +12,13 @@ from typing import Any
 import orjson
 
 from app.core.models import Profile
+from app.enrich.consent import no_consent, refusal
 from app.enrich.fields import Selection
 from app.enrich.schemas import UNKNOWN_ANSWER
 from app.enrich.views.definition import ViewSelection
 from app.enrich.views.shape import view_document
 from app.identity.identifiers import Key
+from app.profiles.consent import statuses
 from app.profiles.documents import metrics_view
 from app.profiles.schemas import fit_ints, iso
 
@@ -35,6 +37,8 @@ def answer_view(profile: Profile) -> AnswerView:
         "metrics": fit_ints(metrics_view(profile)),
         "recommendations": fit_ints(profile.recommendations or []),
         "updated_at": iso(profile.updated_at),
+        # purpose -> status: all a consent check needs (app/enrich/consent.py)
+        "consent": statuses(profile.consent),
     }
 
 
@@ -78,6 +82,12 @@ def answer_document(match: Match | None, selection: Selection) -> dict[str, Any]
     ``stale`` is always the last key, so a cached answer can be marked stale by swapping the
     final bytes instead of serializing again (see ``mark_stale``).
     """
+    why = None if match is None or selection.purpose is None else refusal(match[1], selection)
+    if why is not None:  # found, but no personal data (app/enrich/consent.py)
+        assert match is not None
+        document = answer_document(None, selection)
+        no_consent(document, match[0][0], selection, why)
+        return document
     if isinstance(selection, ViewSelection):  # a view's own shape (app.enrich.views.shape)
         found = None if match is None else (match[0][0], match[1])
         return view_document(found, selection, _select)

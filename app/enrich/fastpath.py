@@ -29,6 +29,7 @@ from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
 from app.core.certs import CERT_KEY
 from app.core.errors import AppError, InternalError, error_body
 from app.enrich.cache.store import EnrichCache, Level
+from app.enrich.consent import REFUSED_TAILS, refused_in
 from app.enrich.fields import Selection
 from app.enrich.request import RememberedRequests, Wanted
 from app.enrich.response import Header, answer
@@ -132,19 +133,24 @@ class EnrichFastPath:
             self.access.forward(scope, forwarded)
         status, answered = 200, False
         level: Level | None = None
+        why: str | None = None
         try:
             verdict = _admission(parts.guard, principal, scope)
             if verdict is not None:  # refused, or for the shared limiter to decide
                 await _settle(parts.guard, verdict, principal.client_id)  # (raises a refusal)
             keys, selection, view = wanted
-            # A view named, or a client with a default view (an empty dict's truth otherwise):
-            if view is not None or (parts.views.defaults and selection.key is None):
-                selection = parts.views.selection(view, selection, principal.client_id)  # (4xx)
+            # A view named, a client with a default view or purpose (empty dicts' truth else):
+            views = parts.views
+            if view is not None or views.purposes or (views.defaults and selection.key is None):
+                selection = views.selection(view, selection, principal.client_id)  # (4xx)
             entry = parts.cache.l1_hit(keys, selection)
             if entry is not None:
                 content, level = entry.body, "hit"
             else:
                 content, level = await _looked_up(parts.cache, keys, selection, request_id)
+            # A no-consent answer says why on its access line (one compare of its tail).
+            if selection.purpose is not None and content.endswith(REFUSED_TAILS):
+                why = refused_in(content)
             content, headers = answer(content, level, accept_encoding, entry, parts.cache.l1)
             headers += id_headers
             answered = True
@@ -161,7 +167,9 @@ class EnrichFastPath:
             await _send_error(send, InternalError(), id_headers)
         finally:
             if self.access.recording:
-                self.access.record(scope, request_id, PATH, status, started, level, correlation_id)
+                self.access.record(
+                    scope, request_id, PATH, status, started, level, correlation_id, why
+                )
 
     def _wanted(
         self, parts: FastParts, method: str, body: bytes, content_type: bytes, scope: Scope

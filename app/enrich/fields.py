@@ -36,6 +36,10 @@ class Selection:
     whole: frozenset[str] = field(default_factory=frozenset)
     # A hashable name of the selection, for cache keys (``None``: everything).
     key: tuple[str, ...] | None = None
+    # The consent purpose the answer serves (None: no consent check) and whether it is
+    # opt-in; part of ``key`` whenever set (app/enrich/consent.py).
+    purpose: str | None = None
+    opt_in: bool = False
 
 
 EVERYTHING = Selection()

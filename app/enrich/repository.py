@@ -24,6 +24,7 @@ from app.core.models import Identifier, Profile
 from app.core.settings import Settings
 from app.enrich.document import Match, answer_view
 from app.identity.identifiers import Key
+from app.profiles.consent import statuses
 from app.profiles.schemas import iso
 
 _COLUMNS = (
@@ -39,6 +40,7 @@ _COLUMNS = (
     Profile.last_order_at,
     Profile.last_event_at,
     Profile.updated_at,
+    Profile.consent,
 )
 
 
@@ -50,7 +52,7 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
 PG_LOOKUP = """
 SELECT i.type, i.value, p.id, p.traits::text, p.segments::text, p.metrics::text,
        p.recommendations::text, p.order_count, p.lifetime_value, p.last_order_at,
-       p.last_event_at, p.updated_at
+       p.last_event_at, p.updated_at, p.consent::text
 FROM identifiers AS i JOIN profiles AS p ON p.id = i.profile_id
 WHERE (i.type, i.value) IN (SELECT * FROM unnest($1::varchar[], $2::varchar[]))
 """
@@ -147,5 +149,6 @@ def _pick_pg(keys: Sequence[Key], rows: list[Any]) -> Match | None:
                 "metrics": metrics,
                 "recommendations": orjson.loads(row[6]),
                 "updated_at": iso(row[11]),
+                "consent": statuses(orjson.loads(row[12])),
             }
     return None

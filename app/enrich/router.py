@@ -11,6 +11,7 @@ from app.core.openapi import errors, examples_with_nulls, method_not_allowed
 from app.core.parts import part
 from app.core.settings import SettingsDep
 from app.enrich.cache.store import EnrichCache
+from app.enrich.consent import refused_in
 from app.enrich.fields import Selection
 from app.enrich.request import from_query, wanted
 from app.enrich.response import answer_response
@@ -28,6 +29,7 @@ from app.enrich.schemas import (
 from app.enrich.views.definition import ViewRef
 from app.enrich.views.registry import ViewRegistry
 from app.identity.identifiers import Key
+from app.platform.middleware import CONSENT_KEY
 
 router = APIRouter(prefix="/v1/enrich", tags=["Enrich"])
 
@@ -130,6 +132,8 @@ async def respond(
     views, ref, client_id = chosen
     selection = views.selection(ref, selection, client_id)
     body, level = await cache.answer(keys, selection)
+    if selection.purpose is not None:
+        request.scope[CONSENT_KEY] = refused_in(body)  # for the access line
     accept_encoding = request.headers.get("accept-encoding", "").encode("latin-1")
     return answer_response(body, level, accept_encoding)
 
@@ -147,6 +151,10 @@ Identifiers are tried in the order given. An unknown guest, or only empty values
 output mapping never breaks. Emails are trimmed and lower-cased, phones normalized to E.164,
 type names are case-insensitive, numbers are taken as strings. The answer never exceeds
 8,000 characters (lists are cut deterministically and `truncated: true` is added).
+
+Consent: when the view (or else the client) declares a consent purpose and the guest denied
+it, or never granted it where it is opt-in, the answer is found but holds no personal data
+(`profile_id` null, empty values or the view's defaults) and `consent` says why.
 
 Scope: `profiles:read`."""
     + FAST_PATH_NOTE,

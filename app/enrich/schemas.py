@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -140,11 +140,51 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
         "value": {"identifiers": {"email": "nobody@example.com"}},
     },
 }
+# The demo's guest who denied marketing, through the demo view with that purpose.
+NO_CONSENT_ANSWER: dict[str, Any] = {
+    "found": True,
+    "matched": "email",
+    "profile_id": None,
+    "segments": ["anonymous"],
+    "tier": "none",
+    "first_name": None,
+    "lifetime_value": 0,
+    "updated_at": None,
+    "consent": {"purpose": "marketing", "status": "denied"},
+    "stale": False,
+}
+REQUEST_EXAMPLES["no_consent"] = {
+    "summary": "A guest who denied the view's purpose (consent)",
+    "description": "The demo's view `email_offer` serves the consent purpose `marketing`; "
+    "the demo guest `optout@example.com` denied it: found, but no personal data.",
+    "value": {"identifiers": {"email": "optout@example.com"}, "view": "email_offer"},
+}
 ANSWER_EXAMPLES: dict[str, dict[str, Any]] = {
     "demo_guest": {"summary": "A known guest (trimmed to `fields`)", "value": DEMO_ANSWER},
     "demo_view": {"summary": "A known guest through a view", "value": DEMO_VIEW_ANSWER},
     "unknown_guest": {"summary": "An unknown guest", "value": UNKNOWN_ANSWER},
+    "no_consent": {
+        "summary": "A known guest without consent to the request's purpose",
+        "description": "The view's (or the client's) consent purpose was denied, or never "
+        "granted where it is opt-in: the usual keys, `found: true`, no personal data "
+        "(`profile_id` and `updated_at` null, the view's defaults), and `consent` saying why.",
+        "value": NO_CONSENT_ANSWER,
+    },
 }
+CONSENT_DESCRIPTION = (
+    "present only when the guest has not consented to the request's purpose (the view's, else "
+    "the client's default purpose): `purpose`, and `status` `denied` or `not_granted` (an "
+    "opt-in purpose never granted); the answer then holds no personal data"
+)
+
+
+class ConsentMarker(BaseModel):
+    """Why a found guest's answer holds no personal data."""
+
+    purpose: str = Field(description="the consent purpose the request serves")
+    status: Literal["denied", "not_granted"] = Field(
+        description="`denied`, or `not_granted`: an opt-in purpose the guest never granted"
+    )
 
 
 # The ``fields`` parameter's schema (the service checks the names: an unknown one is a 422).
@@ -196,7 +236,9 @@ class EnrichAnswer(BaseModel):
 
     found: bool = Field(description="whether a profile matched")
     matched: str | None = Field(description="the type of the identifier that matched")
-    profile_id: str | None = Field(description="the matched profile's id")
+    profile_id: str | None = Field(
+        description="the matched profile's id (null without consent to the request's purpose)"
+    )
     traits: dict[str, Any] = Field(description="the profile's traits (trimmed to `fields`)")
     segments: list[str] = Field(description="the profile's segments")
     metrics: dict[str, Any] = Field(
@@ -204,6 +246,7 @@ class EnrichAnswer(BaseModel):
     )
     recommendations: list[dict[str, Any]] = Field(description="recommended items, best first")
     updated_at: datetime | None = Field(description="when the profile last changed")
+    consent: ConsentMarker | None = Field(default=None, description=CONSENT_DESCRIPTION)
     stale: bool = Field(
         description="true when the database did not answer in time and a cached copy was used"
     )
@@ -221,8 +264,11 @@ class ViewAnswer(BaseModel):
 
     found: bool = Field(description="whether a profile matched")
     matched: str | None = Field(description="the type of the identifier that matched")
-    profile_id: str | None = Field(description="the matched profile's id")
+    profile_id: str | None = Field(
+        description="the matched profile's id (null without consent to the request's purpose)"
+    )
     updated_at: datetime | None = Field(description="when the profile last changed")
+    consent: ConsentMarker | None = Field(default=None, description=CONSENT_DESCRIPTION)
     stale: bool = Field(
         description="true when the database did not answer in time and a cached copy was used"
     )

@@ -34,7 +34,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         s400="An invalid identifier (type or value), no identifier with a value, or malformed JSON",
         s409="The identifiers belong to two different profiles, or this client already used "
         "the `event_id` for another event",
-        s422="A missing or invalid member (a purchase needs `data.amount`), an `occurred_at` "
+        s422="A missing or invalid member (a purchase needs `data.amount`; a consent event a "
+        "configured `data.purpose` and `data.status`), an `occurred_at` "
         "too far in the future, or a purchase that would take `order_count` or "
         "`lifetime_value` past the largest value it holds",
     ),
@@ -43,6 +44,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "purchase": {
         "summary": "A purchase (moves order_count, lifetime_value, last_order_at)",
         "value": EventIn.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+    },
+    "consent": {
+        "summary": "A consent decision (the guest's consent for one purpose, at occurred_at)",
+        "value": {
+            **EventIn.model_config["json_schema_extra"]["examples"][1],  # type: ignore[index,dict-item]
+            "identifiers": {"guest_ref": "demo-optout"},
+        },
     },
     "page_view": {
         "summary": "Any other event (moves last_event_at)",

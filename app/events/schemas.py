@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from app.core.openapi import PURPOSES_MARK
 from app.core.patterns import (
     ABSENT_TEXT_PATTERN,
     TYPE_NAME_PATTERN,
@@ -24,10 +25,12 @@ from app.core.patterns import (
     present_text_pattern,
 )
 from app.identity.identifiers import MAX_VALUE_LENGTH, is_absent
+from app.profiles.consent import ConsentDecision, check_purposes
 from app.profiles.limits import check_document
 from app.profiles.schemas import MAX_MONEY, fit_ints
 
 PURCHASE = "purchase"
+CONSENT = "consent"
 MAX_EVENT_ID = 200
 MAX_TYPE = 64
 MAX_IDENTIFIERS = 32
@@ -51,15 +54,45 @@ _AMOUNT = {
     "description": "a number or a plain decimal string, 0 to 1e14",
 }
 EVENT_SCHEMA: dict[str, Any] = {
-    # A purchase (any letter case, blanks around) needs data.amount.
-    "if": {
-        "required": ["type"],
-        "properties": {"type": {"type": "string", "pattern": f"^{W}*{any_case(PURCHASE)}{W}*$"}},
-    },
-    "then": {
-        "required": ["data"],
-        "properties": {"data": {"required": ["amount"], "properties": {"amount": _AMOUNT}}},
-    },
+    "allOf": [
+        {
+            # A purchase (any letter case, blanks around) needs data.amount.
+            "if": {
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "pattern": f"^{W}*{any_case(PURCHASE)}{W}*$"}
+                },
+            },
+            "then": {
+                "required": ["data"],
+                "properties": {"data": {"required": ["amount"], "properties": {"amount": _AMOUNT}}},
+            },
+        },
+        {
+            # A consent event needs data.purpose (a configured one) and data.status.
+            "if": {
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "pattern": f"^{W}*{any_case(CONSENT)}{W}*$"}
+                },
+            },
+            "then": {
+                "required": ["data"],
+                "properties": {
+                    "data": {
+                        "required": ["purpose", "status"],
+                        "properties": {
+                            "purpose": {"type": "string", PURPOSES_MARK: "enum"},
+                            "status": {"type": "string", "enum": ["granted", "denied"]},
+                            "source": {
+                                "anyOf": [{"type": "string", "maxLength": 100}, {"type": "null"}]
+                            },
+                        },
+                    }
+                },
+            },
+        },
+    ],
     "examples": [
         {
             "event_id": "ord-2026-000123",
@@ -67,7 +100,14 @@ EVENT_SCHEMA: dict[str, Any] = {
             "identifiers": {"guest_ref": "demo-guest", "email": "demo@example.com"},
             "occurred_at": "2026-11-28T14:05:00Z",
             "data": {"amount": "49.90", "currency": "EUR", "order_id": "123"},
-        }
+        },
+        {
+            "event_id": "cmp-2026-000042",
+            "type": "consent",
+            "identifiers": {"guest_ref": "demo-guest"},
+            "occurred_at": "2026-11-28T14:06:00Z",
+            "data": {"purpose": "marketing", "status": "denied", "source": "cookie_banner"},
+        },
     ],
 }
 
@@ -121,6 +161,21 @@ def _timestamp(value: Any) -> datetime | None:
         raise ValueError(f"occurred_at {value[:40]!r} is not a valid time") from exc
 
 
+def consent_of(data: dict[str, Any]) -> tuple[str, ConsentDecision]:
+    """A consent event's purpose and decision (``at`` is set from ``occurred_at``)."""
+    purpose = data.get("purpose")
+    if not isinstance(purpose, str):
+        raise ValueError("a consent event needs data.purpose, a configured purpose")
+    check_purposes([purpose])
+    status = data.get("status")
+    if status not in ("granted", "denied"):
+        raise ValueError('a consent event needs data.status, "granted" or "denied"')
+    source = data.get("source")
+    if source is not None and (not isinstance(source, str) or len(source) > 100):
+        raise ValueError("data.source of a consent event is text of at most 100 characters")
+    return purpose, ConsentDecision(status=status, source=source)
+
+
 def amount_of(value: Any) -> Decimal:
     """A purchase amount: a number or a plain decimal string, finite and from 0 to 1e14."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -153,7 +208,8 @@ class EventIn(BaseModel):
         ),
     )
     type: Annotated[str, BeforeValidator(_text), Field(min_length=1, max_length=MAX_TYPE)] = Field(
-        description="`purchase` (needs `data.amount`) or any other name (case-insensitive)",
+        description="`purchase` (needs `data.amount`), `consent` (needs `data.purpose` and "
+        "`data.status`) or any other name (case-insensitive)",
         json_schema_extra=_documented(
             {"type": "string", "pattern": present_text_pattern(MAX_TYPE)},
             {"type": "number"},
@@ -189,7 +245,9 @@ class EventIn(BaseModel):
     )
     data: dict[str, Any] = Field(
         default_factory=dict,
-        description="anything the event carries; a purchase's `amount` (and `currency`)",
+        description="anything the event carries; a purchase's `amount` (and `currency`); a "
+        "consent event's `purpose` (a configured one), `status` (`granted` or `denied`) and "
+        "optional `source`, decided at `occurred_at`",
     )
 
     @model_validator(mode="before")
@@ -207,6 +265,8 @@ class EventIn(BaseModel):
             if "amount" not in self.data or is_absent(self.data["amount"]):
                 raise ValueError("a purchase needs data.amount")
             amount_of(self.data["amount"])
+        elif self.type == CONSENT:
+            consent_of(self.data)
         return self
 
     @property

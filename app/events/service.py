@@ -16,8 +16,9 @@ from app.core.models import Event
 from app.core.models.base import utcnow
 from app.core.models.profiles import ANY_CLIENT
 from app.events.repository import MAX_LIFETIME_VALUE, MAX_ORDER_COUNT, EventRepository
-from app.events.schemas import EventAck, EventIn
+from app.events.schemas import CONSENT, EventAck, EventIn, consent_of
 from app.identity.identifiers import IdentifierError, Key, write_keys
+from app.profiles import consent
 from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import as_utc, iso
 from app.profiles.service import ATTEMPTS, ProfileService
@@ -74,6 +75,8 @@ class EventService:
             # The profile was erased between resolving and updating: resolve again.
         else:
             raise ConflictError("the profile changed while this event was applied; retry it")
+        if event.type == CONSENT:
+            await self._consent(bound.profile_id, event, occurred_at)
         await self.events.add(
             Event(
                 client_id=client_id,
@@ -88,6 +91,13 @@ class EventService:
         touched = set(await self.repo.keys_of(bound.profile_id))
         ack = EventAck(duplicate=False, event_id=event.event_id, profile_id=str(bound.profile_id))
         return ack, touched
+
+    async def _consent(self, profile_id: uuid.UUID, event: EventIn, occurred_at: datetime) -> None:
+        """A consent event: the decision, made at ``occurred_at``, under the rules of every
+        consent write (an older decision than the stored one changes nothing)."""
+        purpose, decision = consent_of(event.data)
+        decision.at = occurred_at
+        await consent.record(self.repo, profile_id, {purpose: decision}, None, "event")
 
     def _check_not_ahead(self, occurred_at: datetime, received_at: datetime) -> None:
         """Refuse a time further ahead than clocks disagree: it would pin last_event_at."""

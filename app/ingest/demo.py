@@ -24,11 +24,13 @@ from app.auth.repository import ClientRepository
 from app.core.settings import Settings
 from app.ingest.fast import prepare_raw
 from app.profiles.bulk.upsert import upsert_prepared
+from app.profiles.consent import rules as consent_rules
 from app.profiles.documents import PreparedProfile
 
 REFERENCE = datetime(2026, 11, 1, tzinfo=UTC)
 SOURCE = "demo"
 DEMO_EMAIL = "demo@example.com"
+OPTOUT_EMAIL = "optout@example.com"
 BATCH = 5000
 
 FIRST_NAMES = (
@@ -212,6 +214,30 @@ def demo_guest() -> dict[str, Any]:
         },
         "recommendations": _recommendations(random.Random("enrich-demo-guest"), "running", 8),
         "source": SOURCE,
+        "consent": _consent(personalization="granted", marketing="granted"),
+    }
+
+
+def optout_guest() -> dict[str, Any]:
+    """The documented guest who denied marketing: found, but no personal data for a view
+    (or client) with that purpose (``email_offer``)."""
+    return {
+        "identifiers": {"email": OPTOUT_EMAIL, "guest_ref": "demo-optout", "crm_id": "CRM-OPTOUT"},
+        "traits": {"first_name": "Olli", "last_name": "Optout", "tier": "gold", "language": "en"},
+        "segments": ["tier_gold", "likes_outdoor"],
+        "metrics": {"lifetime_value": 912.4, "order_count": 7, "churn_risk": 0.2},
+        "recommendations": _recommendations(random.Random("enrich-demo-optout"), "outdoor", 5),
+        "source": SOURCE,
+        "consent": _consent(personalization="granted", marketing="denied"),
+    }
+
+
+def _consent(**statuses: str) -> dict[str, Any]:
+    """Decisions for the purposes the deployment has (ENRICH_CONSENT_PURPOSES), made once."""
+    return {
+        purpose: {"status": status, "at": "2026-10-01T12:00:00Z", "source": "demo_cmp"}
+        for purpose, status in statuses.items()
+        if purpose in consent_rules()
     }
 
 
@@ -236,9 +262,15 @@ DEMO_VIEW_DEFINITION: dict[str, Any] = {
 }
 
 
+# The same view for the consent purpose marketing: the opt-out guest gets its defaults.
+DEMO_CONSENT_VIEW = "email_offer"
+DEMO_CONSENT_VIEW_DEFINITION: dict[str, Any] = {**DEMO_VIEW_DEFINITION, "purpose": "marketing"}
+
+
 def demo_documents(profiles: int) -> Iterator[dict[str, Any]]:
-    """The test guest, then ``profiles`` generated profiles."""
+    """The test guest, the opt-out guest, then ``profiles`` generated profiles."""
     yield demo_guest()
+    yield optout_guest()
     for number in range(profiles):
         yield demo_profile(number)
 

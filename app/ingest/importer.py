@@ -40,6 +40,7 @@ from app.ingest.readers import (
 )
 from app.profiles.bulk.plan import BulkResult
 from app.profiles.bulk.upsert import upsert_prepared
+from app.profiles.consent import configure as configure_consent
 from app.profiles.limits import DocumentLimits, storable_text
 from app.profiles.limits import configure as configure_limits
 
@@ -168,6 +169,7 @@ async def _checked(
     chosen = detect_format(path, file_format)
     # Here and (from these) in a reader process.
     configure_limits(DocumentLimits(settings.document_max_depth, settings.document_max_chars))
+    configure_consent(settings.consent_rules)
     if source is not None and not storable_text(source):  # argv may carry a lone surrogate
         raise ImportFileError("--source must be UTF-8 text without NUL characters")
     if not await asyncio.to_thread(path.is_file):

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from app.core.fdio import read_exactly, write_all
+from app.core.purposes import parse_purposes
 from app.ingest.readers import Format, ImportFileError, Item, batches
 from app.profiles.bulk.pg import (
     EVENT_COLUMNS,
@@ -34,6 +35,9 @@ from app.profiles.bulk.pg import (
     plain,
     texts_of,
 )
+from app.profiles.consent import ConsentDecision
+from app.profiles.consent import configure as configure_consent
+from app.profiles.consent import rules as consent_rules
 from app.profiles.limits import DocumentLimits
 from app.profiles.limits import active as active_limits
 from app.profiles.limits import configure as configure_limits
@@ -106,10 +110,25 @@ def _encode(items: list[Item]) -> bytes:
             value = v if plain(v) else field(v)
             key_lines.append(f"{escaped}\t{value}\t{pid}\n")
         candidate = int(pid.replace("-", ""), 16)
-        append((line, tuple(keys), source, tuple(columns), candidate, row, tuple(key_lines)))
+        consent = _consent_wire(record.consent)
+        append(
+            (line, tuple(keys), source, tuple(columns), candidate, row, tuple(key_lines), consent)
+        )
     # marshal: twice as fast as pickle for plain tuples of strings, and both ends are this
     # same Python (a child process of the importer).
     return marshal.dumps(wire)
+
+
+def _consent_wire(
+    decisions: dict[str, ConsentDecision] | None,
+) -> tuple[tuple[str, str, str | None, str | None], ...]:
+    """A record's consent decisions as marshal carries them (empty: none)."""
+    if not decisions:
+        return ()
+    return tuple(
+        (purpose, d.status, d.at.isoformat() if d.at else None, d.source)
+        for purpose, d in decisions.items()
+    )
 
 
 def _uuid(value: int) -> uuid.UUID:
@@ -127,8 +146,13 @@ def decode(payload: bytes) -> list[Item]:
         if len(entry) == 2:
             append((entry[0], entry[1]))
             continue
-        line, keys, source, named, candidate, row, key_lines = entry
+        line, keys, source, named, candidate, row, key_lines, consent = entry
         record = EncodedProfile(list(keys), source, named, _uuid(candidate), row, key_lines)
+        if consent:
+            record.consent = {
+                purpose: ConsentDecision(status=status, at=at, source=by)
+                for purpose, status, at, by in consent
+            }
         append((line, record))
     return items
 
@@ -140,8 +164,9 @@ def _send(fd: int, kind: str, payload: bytes, position: int) -> None:
 
 def main(argv: list[str]) -> None:
     """The reader process: framed (kind, payload, position) messages on standard output."""
-    path, file_format, region, source, size, fd, max_depth, max_chars = argv
+    path, file_format, region, source, size, fd, max_depth, max_chars, purposes = argv
     configure_limits(DocumentLimits(int(max_depth), int(max_chars)))
+    configure_consent(parse_purposes(purposes))
     # Frames go to a pipe of their own: nothing else the process prints can land among them.
     out = int(fd)
     # Every object here is short-lived and acyclic; the cyclic GC would only rescan them.
@@ -159,6 +184,14 @@ def main(argv: list[str]) -> None:
         _send(out, "fatal", f"the reader failed: {exc!r}".encode(), 0)
 
 
+def _purposes_text() -> str:
+    """The importer's consent purposes, passed on to the reader process."""
+    return ",".join(
+        f"{purpose}:{'opt-in' if opt_in else 'opt-out'}"
+        for purpose, opt_in in consent_rules().items()
+    )
+
+
 class ProcessReader:
     """Runs the reader process; ``receive`` blocks for its next message (call it in a thread)."""
 
@@ -169,7 +202,7 @@ class ProcessReader:
         read_end, write_end = os.pipe()
         command = [sys.executable, "-m", "app.ingest.parallel"]
         command += [str(path), file_format, region, source or "", str(size), str(write_end)]
-        command += [str(limits.max_depth), str(limits.max_chars)]
+        command += [str(limits.max_depth), str(limits.max_chars), _purposes_text()]
         try:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, pass_fds=(write_end,)

@@ -179,24 +179,30 @@ class AccessLog:
             self._stamp = f"{prefix}.{fraction:03d}Z".encode()
         return self._stamp
 
+    def _write_readable(self, records: list[AccessRecord]) -> None:
+        """Development lines, through structlog's console renderer."""
+        for record in records:
+            _, seconds, request_id, client_id, method, route, status, cache, address, cid, why = (
+                record
+            )
+            extra = {"consent": why} if why is not None else {}
+            self._console.info(
+                ACCESS_EVENT,
+                **extra,
+                request_id=request_id,
+                correlation_id=cid,
+                client_id=client_id,
+                method=method,
+                route=route,
+                status=status,
+                duration_ms=int(seconds * 1_000_000) / 1000,
+                cache=cache,
+                client_addr=address,
+            )
+
     def write_all(self, records: list[AccessRecord]) -> None:
         if not self.json:
-            for record in records:
-                _, seconds, request_id, client_id, method, route, status, cache, address, cid = (
-                    record
-                )
-                self._console.info(
-                    ACCESS_EVENT,
-                    request_id=request_id,
-                    correlation_id=cid,
-                    client_id=client_id,
-                    method=method,
-                    route=route,
-                    status=status,
-                    duration_ms=int(seconds * 1_000_000) / 1000,
-                    cache=cache,
-                    client_addr=address,
-                )
+            self._write_readable(records)
             return
         to_wall = time.time() - time.perf_counter()
         middles = self._middles
@@ -214,8 +220,9 @@ class AccessLog:
             cache,
             address,
             correlation_id,
+            consent,
         ) in records:
-            key = (client_id, method, route, status, cache, address)
+            key = (client_id, method, route, status, cache, address, consent)
             middle = middles.get(key)
             if middle is None:
                 if len(middles) >= ACCESS_TEMPLATES_MAX:
@@ -265,19 +272,24 @@ def _access_middle(
     status: int,
     cache: str | None,
     address: str | None,
+    consent: str | None = None,
 ) -> bytes:
-    """The part of an access line between the request id and the duration, as JSON."""
-    fields = orjson.dumps(
-        {
-            "client_id": client_id,
-            "method": method,
-            "route": route,
-            "status": status,
-            "cache": cache,
-            "client_addr": address,
-            "level": "info",
-        }
-    )
+    """The part of an access line between the request id and the duration, as JSON.
+
+    ``consent``: why an enrich answer carried no personal data (``denied:marketing``,
+    ``not_granted:marketing``); the member is there only then."""
+    members: dict[str, Any] = {
+        "client_id": client_id,
+        "method": method,
+        "route": route,
+        "status": status,
+        "cache": cache,
+        "client_addr": address,
+    }
+    if consent is not None:
+        members["consent"] = consent
+    members["level"] = "info"
+    fields = orjson.dumps(members)
     return b"," + fields[1:-1] + b',"duration_ms":'
 
 

@@ -28,6 +28,8 @@ Header = tuple[bytes, bytes]
 
 # Where a request's authenticated client_id is left for the access line.
 CLIENT_ID_KEY = "enrich.client_id"
+# Why an enrich answer held no personal data, for the access line (set by the enrich route).
+CONSENT_KEY = "enrich.consent"
 
 
 class BodyLimitMiddleware:
@@ -233,6 +235,7 @@ class Access:
         started: float,
         cache: str | None,
         correlation_id: str | None = None,
+        consent: str | None = None,
     ) -> None:
         ended = time.perf_counter()
         address = scope.get("client")
@@ -249,6 +252,7 @@ class Access:
                 cache,
                 address[0] if address else None,
                 correlation_id,
+                consent,
             )
         )
         if len(records) >= self._batch:
@@ -340,7 +344,10 @@ class AccessMiddleware:
             correlation_id_var.reset(correlated)
             if access.recording:
                 template = route_template(scope)
-                access.record(scope, request_id, template, status, started, cache, correlation_id)
+                consent = scope.get(CONSENT_KEY)
+                access.record(
+                    scope, request_id, template, status, started, cache, correlation_id, consent
+                )
 
     def _flushing_at_shutdown(self, send: Send) -> Send:
         access = self.access

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.core.models import Profile
 from app.identity.identifiers import Key, write_keys
+from app.profiles.consent import ConsentDecision
 from app.profiles.schemas import EVENT_METRICS, ProfileDocument, as_utc, fit_ints, iso
 
 MONEY_PLACES = Decimal("0.0001")  # the scale of Numeric(20, 4)
@@ -30,6 +31,9 @@ class PreparedProfile:
     recommendations: list[dict[str, Any]]
     source: str | None
     columns: dict[str, Any] = field(default_factory=dict)
+    # The consent decisions the document carries (None: none), merged per purpose into the
+    # stored consent rather than replacing it (app/profiles/consent.py).
+    consent: dict[str, ConsentDecision] | None = None
 
     def content(self) -> dict[str, Any]:
         """The JSON-backed fields, as ``Profile`` attributes."""
@@ -77,6 +81,7 @@ def prepare(document: ProfileDocument, region: str, *, keys: bool = True) -> Pre
         ],
         source=document.source,
         columns=columns,
+        consent=document.consent or None,
     )
 
 
@@ -134,6 +139,7 @@ def profile_view(profile: Profile, keys: Iterable[Key]) -> dict[str, Any]:
         "metrics": fit_ints(metrics_view(profile)),
         "recommendations": fit_ints(profile.recommendations or []),
         "source": profile.source,
+        "consent": profile.consent or {},
         "created_at": iso(profile.created_at),
         "updated_at": iso(profile.updated_at),
         "version": profile.version,

@@ -75,6 +75,8 @@ def _patch_schema() -> dict[str, Any]:
                 "anyOf": [*values, {"type": "number"}, {"type": "null"}]
             }
             properties[name] = schema
+        elif name == "consent":  # decisions are merged per purpose, never removed
+            properties[name] = schema
         else:
             properties[name] = {"anyOf": [schema, {"type": "null"}]}
     return {"type": "object", "properties": properties, "additionalProperties": False}
@@ -93,7 +95,19 @@ PATCH_BODY = {
                     "tier": {
                         "summary": "Change a trait, drop another and the phone",
                         "value": _PATCH_EXAMPLE,
-                    }
+                    },
+                    "consent": {
+                        "summary": "Withdraw consent to one purpose (the others stay)",
+                        "value": {
+                            "consent": {
+                                "marketing": {
+                                    "status": "denied",
+                                    "at": "2026-11-28T16:50:00Z",
+                                    "source": "preference_center",
+                                }
+                            }
+                        },
+                    },
                 },
             }
             for media in PATCH_TYPES
@@ -149,6 +163,9 @@ _PROFILE_EXAMPLE = {
     "metrics": {"lifetime_value": 1830.5, "order_count": 14},
     "recommendations": [{"product_id": "SKU-123", "score": 0.92}],
     "source": "crm",
+    "consent": {
+        "marketing": {"status": "denied", "at": "2026-05-01T10:00:00Z", "source": "cmp"},
+    },
     "created_at": "2026-11-28T16:45:00Z",
     "updated_at": "2026-11-28T16:45:00Z",
     "version": 1,

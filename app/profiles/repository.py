@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.models import Event, Identifier, Profile
+from app.core.models import ConsentRecord, Event, Identifier, Profile
 from app.core.models.base import utcnow
 from app.identity.identifiers import Key
 
@@ -119,7 +119,34 @@ class ProfileRepository:
         """
         for statement in (
             delete(Profile).where(Profile.id == profile_id),
+            delete(ConsentRecord).where(ConsentRecord.profile_id == profile_id),
             delete(Identifier).where(Identifier.profile_id == profile_id),
             delete(Event).where(Event.profile_id == profile_id),
         ):
             await self.session.execute(statement.execution_options(synchronize_session=False))
+
+    async def consent_of(self, profile_id: uuid.UUID) -> dict[str, Any] | None:
+        """The stored consent, the row locked (FOR UPDATE on PostgreSQL); None: no profile."""
+        statement = select(Profile.consent).where(Profile.id == profile_id)
+        if self.dialect == "postgresql":
+            statement = statement.with_for_update()
+        row = (await self.session.execute(statement)).first()
+        return None if row is None else dict(row[0] or {})
+
+    async def add_consent_history(
+        self, profile_id: uuid.UUID, history: Sequence[dict[str, Any]]
+    ) -> None:
+        """Append consent changes to the profile's history (in the write's transaction)."""
+        if history:
+            await self.session.execute(
+                insert(ConsentRecord), [{"profile_id": profile_id, **row} for row in history]
+            )
+
+    async def consent_history(self, profile_id: uuid.UUID) -> list[ConsentRecord]:
+        """Every recorded consent change of the profile, oldest first."""
+        rows = await self.session.scalars(
+            select(ConsentRecord)
+            .where(ConsentRecord.profile_id == profile_id)
+            .order_by(ConsentRecord.id)
+        )
+        return list(rows)

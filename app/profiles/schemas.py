@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from app.core.openapi import PURPOSES_MARK
 from app.core.patterns import TYPE_NAME_PATTERN, W, absent_or_present_pattern, compiled
+from app.profiles.consent import ConsentDecision, check_purposes
 from app.profiles.limits import INT_RANGE, check_document, fit_int
 
 # Metrics written by purchase events; kept in columns so they update atomically.
@@ -173,6 +175,14 @@ class ProfileDocument(BaseModel):
                     "metrics": {"lifetime_value": 1830.5, "order_count": 14},
                     "recommendations": [{"product_id": "SKU-123", "score": 0.92}],
                     "source": "crm",
+                    "consent": {
+                        "personalization": {"status": "granted", "at": "2026-05-01T10:00:00Z"},
+                        "marketing": {
+                            "status": "denied",
+                            "at": "2026-05-01T10:00:00Z",
+                            "source": "cmp",
+                        },
+                    },
                 }
             ]
         },
@@ -211,6 +221,20 @@ class ProfileDocument(BaseModel):
     source: str | None = Field(
         default=None, max_length=100, description="where the data came from, e.g. crm"
     )
+    consent: dict[str, ConsentDecision] = Field(
+        default_factory=dict,
+        json_schema_extra={PURPOSES_MARK: "propertyNames"},
+        description="consent per purpose: purpose -> {`status`: `granted` or `denied`, `at`, "
+        "`source`}; purposes are the configured ones (ENRICH_CONSENT_PURPOSES; another is a "
+        "422). Merged per purpose into what is stored, never removed: a decision older than "
+        "the stored one for its purpose changes nothing",
+    )
+
+    @field_validator("consent")
+    @classmethod
+    def _known_purposes(cls, value: dict[str, ConsentDecision]) -> dict[str, ConsentDecision]:
+        check_purposes(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -266,6 +290,10 @@ class ProfileRead(BaseModel):
     metrics: dict[str, Any]
     recommendations: list[dict[str, Any]]
     source: str | None
+    consent: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the latest decision per purpose: {`status`, `at`, `source`}",
+    )
     created_at: datetime
     updated_at: datetime
     version: int

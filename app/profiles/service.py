@@ -22,6 +22,7 @@ from app.identity.identifiers import (
     normalize_value,
     with_derived,
 )
+from app.profiles import consent
 from app.profiles.documents import (
     PreparedProfile,
     differs,
@@ -146,11 +147,16 @@ class ProfileService:
         prepared = prepare(document, self.region)
         wanted = with_derived([path, *prepared.keys])
         values = {**prepared.content(), **prepared.columns}
-        bound = await self.bind(wanted, anchor=path, values=values, load=True)
+        fresh, history = consent.change({}, prepared.consent, prepared.source, "api")
+        bound = await self.bind(wanted, anchor=path, values={**values, **fresh}, load=True)
         if not bound.created:
             assert bound.profile is not None
-            if bound.attached or differs(bound.profile, prepared):
-                await self.repo.update(bound.profile_id, values)
+            fresh, history = consent.change(
+                bound.profile.consent, prepared.consent, prepared.source, "api"
+            )
+            if bound.attached or differs(bound.profile, prepared) or fresh:
+                await self.repo.update(bound.profile_id, {**values, **fresh})
+        await self.repo.add_consent_history(bound.profile_id, history)
         view = await self.view(bound.profile_id)
         return WriteResult(view, bound.created, set(wanted))
 
@@ -175,7 +181,9 @@ class ProfileService:
             raise NotFoundError(f"no profile has identifier {path[0]} {path[1]!r}")
         current = await self.repo.keys_of(owner)
         content_patch = {name: value for name, value in patch.items() if name != "identifiers"}
+        _no_removal(content_patch)
         prepared = self._merged(profile, content_patch)
+        fresh, history = consent.change(profile.consent, prepared.consent, prepared.source, "api")
         final = current
         if "identifiers" in patch:
             final = self._patched_keys(path, current, patch["identifiers"])
@@ -192,8 +200,9 @@ class ProfileService:
                     raise conflict(key)
         if removed:
             await self.repo.release_keys(owner, removed)
-        if added or removed or differs(profile, prepared):
-            await self.repo.update(owner, {**prepared.content(), **prepared.columns})
+        if added or removed or differs(profile, prepared) or fresh:
+            await self.repo.update(owner, {**prepared.content(), **prepared.columns, **fresh})
+        await self.repo.add_consent_history(owner, history)
         return WriteResult(await self.view(owner), False, {*current, *final})
 
     def _merged(self, profile: Profile, content_patch: dict[str, Any]) -> PreparedProfile:
@@ -260,3 +269,15 @@ class ProfileService:
         keys = await self.repo.keys_of(owner)
         await self.repo.delete(owner)
         return set(keys)
+
+
+def _no_removal(content_patch: Mapping[str, Any]) -> None:
+    """A merge patch may not remove consent: a withdrawal is a ``denied`` decision."""
+    if "consent" not in content_patch:
+        return
+    decisions = content_patch["consent"]
+    if decisions is None or (isinstance(decisions, dict) and None in decisions.values()):
+        raise PatchError(
+            "consent decisions are not removed: to withdraw consent, write "
+            '{"consent": {"<purpose>": {"status": "denied"}}}'
+        )

@@ -1,7 +1,7 @@
 """events: an index on received_at, for the retention purge (oldest events first)
 
 Revision ID: a8c0e2f4b6d7
-Revises: e6a8c0d2f4b5
+Revises: f7b9d1e3a5c6
 Create Date: 2026-12-02 11:00:00
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "a8c0e2f4b6d7"
-down_revision: str | None = "e6a8c0d2f4b5"
+down_revision: str | None = "f7b9d1e3a5c6"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -109,3 +109,55 @@ class TestViewCommands:
         assert "traits" in (await running.http.post(ENRICH, json=NOBODY, headers=headers)).json()
         retired = await enrich(backend, tmp_path, "clients", "view", client.client_id, "nothing")
         assert retired.returncode == 1
+
+
+JANE = {
+    "identifiers": {"email": "jane@example.com"},
+    "traits": {"tier": "gold"},
+    "consent": {"marketing": {"status": "denied", "at": "2026-05-01T10:00:00Z"}},
+}
+
+
+class TestConsentCommands:
+    async def test_a_clients_purpose_and_a_views_purpose(
+        self, backend: Backend, running: RunningApp, tmp_path: Path
+    ) -> None:
+        writer = await make_client_on(running, "profiles:read profiles:write")
+        headers = {"Authorization": f"Bearer {await fetch_token(running.http, writer)}"}
+        stored = await running.http.put(
+            "/v1/profiles/email/jane@example.com", json=JANE, headers=headers
+        )
+        assert stored.is_success, stored.text
+        jane = {"identifiers": {"email": "jane@example.com"}}
+        assert "default purpose marketing" in await ok(
+            backend, tmp_path, "clients", "purpose", writer.client_id, "Marketing"
+        )
+        assert "default purpose marketing" in await ok(
+            backend, tmp_path, "clients", "purpose", writer.client_id
+        )
+        await eventually(lambda: writer.client_id in running.runtime.views.purposes)
+        refused = (await running.http.post(ENRICH, json=jane, headers=headers)).json()
+        assert refused["consent"] == {"purpose": "marketing", "status": "denied"}
+
+        made = json.loads(
+            await ok(
+                backend, tmp_path,
+                *("views", "create", "stats", "--fields", "traits.tier"),
+                *("--purpose", "analytics", "--json"),
+            )
+        )  # fmt: skip
+        assert made["purpose"] == "analytics"
+        await eventually(lambda: ("stats", 1) in running.runtime.views.versions)
+        shown = await running.http.post(ENRICH, json={**jane, "view": "stats"}, headers=headers)
+        assert shown.json()["traits"] == {"tier": "gold"}  # the view's purpose wins
+
+        unknown = await enrich(backend, tmp_path, "clients", "purpose", writer.client_id, "ads")
+        assert unknown.returncode == 1
+        assert "unknown consent purpose 'ads'" in unknown.stderr + unknown.stdout
+        assert "default purpose none" in await ok(
+            backend, tmp_path, "clients", "purpose", writer.client_id, "--clear"
+        )
+        await eventually(lambda: writer.client_id not in running.runtime.views.purposes)
+        assert "consent" not in (await running.http.post(ENRICH, json=jane, headers=headers)).json()
+        audit = await ok(backend, tmp_path, "audit", "--json")
+        assert "client.purpose_set" in audit

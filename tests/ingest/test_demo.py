@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.ingest.demo import demo_documents, demo_guest, demo_profile, load_demo
 from app.profiles.schemas import EVENT_METRICS, ProfileDocument
+from app.profiles.service import ProfileService
 from tests.conftest import Backend
 from tests.fixtures.service import ENRICH, service_env
 from tests.profiles.helpers import stored_profiles
@@ -41,7 +42,7 @@ class TestDemoData:
         assert digest_in_process("2") == here
 
     def test_a_larger_set_keeps_the_smaller_one(self) -> None:
-        assert list(demo_documents(100))[:51] == list(demo_documents(50))
+        assert list(demo_documents(100))[:52] == list(demo_documents(50))
 
     def test_profiles_look_like_customers(self) -> None:
         profiles = [demo_profile(n) for n in range(500)]
@@ -90,12 +91,16 @@ class TestLoadDemo:
             second = await load_demo(session, settings, 300)
             await session.commit()
 
-        assert first == second == 301
-        assert len(loaded) == 301
+        assert first == second == 302
+        assert len(loaded) == 302
         assert await stored_profiles(sessions) == loaded
         guest = next(p for name, p in loaded.items() if "email:demo@example.com" in name.split())
         assert guest["traits"]["tier"] == "platinum"
         assert guest["order_count"] == 42
+        async with sessions() as session:
+            optout = await ProfileService(session, "US").get(("email", "optout@example.com"))
+        assert optout["consent"]["marketing"]["status"] == "denied"
+        assert optout["consent"]["personalization"]["status"] == "granted"
 
     def test_the_command_prints_the_guest_and_a_client(
         self, backend: Backend, tmp_path: Path
@@ -107,7 +112,7 @@ class TestLoadDemo:
         second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
 
         assert first.returncode == 0, first.stderr
-        assert "demo data: 41 profiles (test guest: demo@example.com)" in second.stdout
+        assert "demo data: 42 profiles (test guest: demo@example.com;" in second.stdout
         client_line = [line for line in first.stdout.splitlines() if "client_id" in line]
         assert client_line
         assert client_line[0] in second.stdout  # the saved client is reused

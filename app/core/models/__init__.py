@@ -3,7 +3,13 @@
 from app.core.models.audit import AuditEvent
 from app.core.models.auth import ApiKey, Client, RevokedToken, SigningKey
 from app.core.models.base import Base
-from app.core.models.profiles import Event, Identifier, ProcessedEvent, Profile
+from app.core.models.profiles import (
+    ConsentRecord,
+    Event,
+    Identifier,
+    ProcessedEvent,
+    Profile,
+)
 from app.core.models.views import ViewVersion
 
 __all__ = [
@@ -11,6 +17,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Client",
+    "ConsentRecord",
     "Event",
     "Identifier",
     "ProcessedEvent",

@@ -41,6 +41,8 @@ class Client(Base):
     # The view its enrich requests get when they name neither `view` nor `fields`
     # (`enrich clients view`): "name" (the latest live version) or "name@version"; NULL: none.
     default_view: Mapped[str | None] = mapped_column(String(80), default=None)
+    # The consent purpose of its enrich requests when the view names none (None: no check).
+    default_purpose: Mapped[str | None] = mapped_column(String(32), default=None)
 
     @property
     def scope_set(self) -> frozenset[str]:

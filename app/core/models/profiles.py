@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, Numeric, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.models.base import Base, JSONType, utcnow
+from app.core.models.base import Base, BigIntPK, JSONType, utcnow
 
 
 class Profile(Base):
@@ -23,6 +23,8 @@ class Profile(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     recommendations: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     source: Mapped[str | None] = mapped_column(String(100), default=None)
+    # Consent per purpose: {"<purpose>": {"status", "at", "source"}} (app/profiles/consent.py).
+    consent: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Event-driven metrics live in columns so that purchases update them atomically in SQL.
     order_count: Mapped[int | None] = mapped_column(Integer, default=None)
     lifetime_value: Mapped[Decimal | None] = mapped_column(Numeric(20, 4), default=None)
@@ -83,3 +85,25 @@ class ProcessedEvent(Base):
     # rows from before digests were kept.
     digest: Mapped[str | None] = mapped_column(String(64), default=None)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentRecord(Base):
+    """One consent change of a profile, appended in the transaction that made it: the consent
+    history. Erased with the profile."""
+
+    __tablename__ = "consent_history"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    purpose: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    # When the guest decided (the write's `at`, or the event's occurred_at).
+    at: Mapped[datetime]
+    source: Mapped[str | None] = mapped_column(String(100), default=None)
+    # How it arrived: api (PUT, PATCH), bulk (bulk, import, demo) or event.
+    channel: Mapped[str] = mapped_column(String(16))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_consent_history_profile_id", "profile_id", "id"),)

@@ -30,7 +30,8 @@ from app.platform.redis_pipe import RedisPipe
 
 log = structlog.get_logger(__name__)
 
-L2_VERSION = "v2"
+# v3: the view carries consent statuses (an entry without them would skip the check).
+L2_VERSION = "v3"
 DELETE_BATCH = 1000
 
 

@@ -6,7 +6,8 @@ default for a field the guest lacks. Compiled, a view is a ``Selection`` (``View
 whose cache key is its ``name@version``: a version never changes, so its answers can be cached
 under that name for as long as any other answer.
 
-Room is left for what a view will later declare (a purpose, per-field maximum ages): a
+A view may declare the consent ``purpose`` its answers serve (app/enrich/consent.py). Room is
+left for what a view will later declare (per-field maximum ages): a
 definition is a JSON object, and its reader refuses members it does not know, so a new member
 is added here, with its rules, without a new table.
 """
@@ -24,6 +25,8 @@ from app.core.patterns import compiled
 from app.enrich.fields import FIXED, ROOTS, FieldsError, Selection, parse_fields
 from app.enrich.schemas import MAX_VIEW_NAME, VIEW_NAME, VIEW_REF_MAX_CHARS, VIEW_REF_PATTERN
 from app.identity.identifiers import is_absent
+from app.profiles.consent import check_purposes
+from app.profiles.consent import rules as consent_rules
 
 # Limits: a view is read on every request that names it, and every worker keeps them all.
 MAX_VIEW_FIELDS = 50
@@ -34,9 +37,11 @@ MAX_DEFINITION_BYTES = 8192  # the whole definition, as JSON
 NAME_PATTERN = f"^{VIEW_NAME}$"
 # A renamed field's key: what a Personalize output mapping names.
 KEY_PATTERN = f"^[A-Za-z_][A-Za-z0-9_]{{0,{MAX_KEY_CHARS - 1}}}$"
-# Keys a rename may not take: the fixed keys, the roots, and the cut marker.
-RESERVED_KEYS = frozenset((*FIXED, *ROOTS, "truncated"))
-MEMBERS = frozenset(("fields", "rename", "defaults"))
+# Keys a rename may not take: the fixed keys, the roots, the cut marker and the no-consent
+# marker (a view stored before consent existed keeps a `consent` key it had; its no-consent
+# answer's marker then takes that key's place).
+RESERVED_KEYS = frozenset((*FIXED, *ROOTS, "truncated", "consent"))
+MEMBERS = frozenset(("fields", "rename", "defaults", "purpose"))
 
 _NAME_RULE = compiled(NAME_PATTERN)
 _REF_RULE = compiled(VIEW_REF_PATTERN)
@@ -117,7 +122,8 @@ def _path(item: str) -> tuple[str, Path]:
 def normalize(definition: Mapping[str, Any]) -> dict[str, Any]:
     """A definition as stored (fields in normal form), or a ``ViewError`` saying what is wrong.
 
-    ``{"fields": [...], "rename": {field: key}, "defaults": {field: value}}``.
+    ``{"fields": [...], "rename": {field: key}, "defaults": {field: value}, "purpose": p}``
+    (``purpose`` optional: a configured consent purpose).
     """
     unknown = set(definition) - MEMBERS
     if unknown:
@@ -150,7 +156,14 @@ def normalize(definition: Mapping[str, Any]) -> dict[str, Any]:
             raise ViewError(
                 f"the default of {field} is not null and at most {MAX_DEFAULT_BYTES} bytes of JSON"
             )
-    normal = {"fields": fields, "rename": rename, "defaults": defaults}
+    normal: dict[str, Any] = {"fields": fields, "rename": rename, "defaults": defaults}
+    purpose = definition.get("purpose")
+    if purpose is not None:
+        try:
+            check_purposes([purpose] if isinstance(purpose, str) else [repr(purpose)])
+        except ValueError as exc:
+            raise ViewError(f"purpose: {exc}") from exc
+        normal["purpose"] = purpose
     if len(orjson.dumps(normal)) > MAX_DEFINITION_BYTES:
         raise ViewError(f"a view definition is at most {MAX_DEFINITION_BYTES} bytes of JSON")
     return normal
@@ -175,8 +188,11 @@ def _by_field(raw: Any, member: str, fields: Sequence[str]) -> dict[str, Any]:
 
 
 def compile_view(name: str, version: int, definition: Mapping[str, Any]) -> ViewSelection:
-    """A stored definition, ready to render answers (it was checked when it was stored)."""
+    """A stored definition, ready to render answers (it was checked when it was stored).
+
+    A purpose no longer configured counts as opt-in: without a rule, no consent is assumed."""
     rename: Mapping[str, str] = definition.get("rename") or {}
+    purpose = definition.get("purpose")
     defaults: Mapping[str, Any] = definition.get("defaults") or {}
     nested = [field for field in definition["fields"] if field not in rename]
     base = parse_fields(nested) if nested else None
@@ -191,4 +207,6 @@ def compile_view(name: str, version: int, definition: Mapping[str, Any]) -> View
         defaults={_path(field)[1]: value for field, value in defaults.items()},
         nested_roots=tuple(root for root in ROOTS if root in roots),
         definition=definition,
+        purpose=purpose,
+        opt_in=consent_rules().get(purpose, True) if purpose else False,
     )

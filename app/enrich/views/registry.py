@@ -5,13 +5,16 @@ bytes (``ENRICH_VIEWS_MAX_BYTES``: each name's latest version first, then older 
 newest first), and refreshes them on the auth poll (``AuthStateSync``, every 0.25 s): when
 the table's fingerprint changes (a new version, a retirement) it loads them again, so a
 retired view is refused by every worker within a second. The clients' default views are read
-on the same poll. Resolving a reference is a dictionary lookup; a request without a view, from
-a client without a default view, costs one truth test of an empty dictionary.
+on the same poll, and so are their default consent purposes (``enrich clients purpose``).
+Resolving a reference is a dictionary lookup; a request without a view, from a client without
+a default view, costs one truth test of an empty dictionary (two, with client purposes: one
+more lookup, and a second for the selection with that purpose, made once and remembered).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,8 +24,13 @@ from app.enrich.fields import Selection
 from app.enrich.views.definition import ViewRef, ViewSelection, compile_view, parse_ref, ref_text
 from app.enrich.views.repository import Row, ViewRepository
 from app.platform.sizes import DICT_SLOT_BYTES, footprint
+from app.profiles.consent import rules as consent_rules
 
 log = structlog.get_logger(__name__)
+
+# Selections with a client's purpose remembered (a view, or a `fields` set, with a purpose);
+# past this many the table starts over (a selection is made again in a microsecond).
+PURPOSED_MAX = 1024
 
 
 class UnknownViewError(AppError):
@@ -52,6 +60,8 @@ class ViewRegistry:
         self.highest: dict[str, int] = {}  # name -> its highest version, live or retired
         self.unloaded: set[ViewRef] = set()  # live, but past max_bytes
         self.defaults: dict[str, ViewRef] = {}  # client_id -> its default view
+        self.purposes: dict[str, str] = {}  # client_id -> its default consent purpose
+        self._purposed: dict[tuple[object, str], Selection] = {}
         self.bytes = 0
         self._fingerprint: tuple[int, int, int] | None = None
 
@@ -80,12 +90,36 @@ class ViewRegistry:
 
     def selection(self, ref: ViewRef | None, selection: Selection, client_id: str) -> Selection:
         """What a request's answer carries: the view it names, else the client's default view
-        when it names no fields either, else its ``fields``."""
+        when it names no fields either, else its ``fields``; with the view's consent purpose,
+        else the client's default purpose, else none."""
+        chosen: Selection
         if ref is not None:
-            return self.resolve(ref)
-        if self.defaults and selection.key is None:
-            return self.default_for(client_id) or selection
-        return selection
+            chosen = self.resolve(ref)
+        elif self.defaults and selection.key is None:
+            chosen = self.default_for(client_id) or selection
+        else:
+            chosen = selection
+        if self.purposes and chosen.purpose is None:
+            purpose = self.purposes.get(client_id)
+            if purpose is not None:
+                return self.purposed(chosen, purpose)
+        return chosen
+
+    def purposed(self, base: Selection, purpose: str) -> Selection:
+        """``base`` serving ``purpose`` (a purpose no longer configured counts as opt-in), under
+        a cache key of its own."""
+        memo = (base.key, purpose)
+        found = self._purposed.get(memo)
+        if found is None:
+            if len(self._purposed) >= PURPOSED_MAX:
+                self._purposed.clear()
+            found = self._purposed[memo] = replace(
+                base,
+                key=(*(base.key or ("*",)), f"purpose:{purpose}"),
+                purpose=purpose,
+                opt_in=consent_rules().get(purpose, True),
+            )
+        return found
 
     def default_for(self, client_id: str) -> ViewSelection | None:
         """The client's default view, if it has one (or the error it now meets)."""
@@ -103,12 +137,17 @@ class ViewRegistry:
             self.load(await repo.rows())
             self._fingerprint = fingerprint
         defaults: dict[str, ViewRef] = {}
-        for client_id, text in await repo.client_defaults():
-            ref = _ref_or_none(text)
+        purposes: dict[str, str] = {}
+        for client_id, text, purpose in await repo.client_defaults():
+            ref = _ref_or_none(text) if text else None
             if ref is not None:
                 defaults[client_id] = ref
+            if purpose:
+                purposes[client_id] = purpose
         if defaults != self.defaults:
             self.defaults = defaults
+        if purposes != self.purposes:
+            self.purposes = purposes
 
     def load(self, rows: Iterable[Row]) -> None:
         """Replace what this process knows with ``rows`` (each name's latest live version

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import Client, ViewVersion
@@ -75,9 +75,12 @@ class ViewRepository:
             .values(retired_at=utcnow())
         )
 
-    async def client_defaults(self) -> list[tuple[str, str]]:
-        """(client_id, view reference) of every client that has a default view."""
+    async def client_defaults(self) -> list[tuple[str, str | None, str | None]]:
+        """(client_id, view reference, purpose) of every client with a default view or a
+        default consent purpose."""
         result = await self.session.execute(
-            select(Client.client_id, Client.default_view).where(Client.default_view.is_not(None))
+            select(Client.client_id, Client.default_view, Client.default_purpose).where(
+                or_(Client.default_view.is_not(None), Client.default_purpose.is_not(None))
+            )
         )
-        return [(client_id, ref) for client_id, ref in result if ref]
+        return [(client_id, ref, purpose) for client_id, ref, purpose in result]

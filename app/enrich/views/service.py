@@ -13,6 +13,7 @@ from app.core.errors import AppError, NotFoundError
 from app.core.models import Client, ViewVersion
 from app.enrich.views.definition import ViewError, ViewRef, check_name, normalize, parse_ref
 from app.enrich.views.repository import ViewRepository
+from app.profiles.consent import check_purposes
 
 # Live versions a deployment may hold: every worker keeps them all compiled in memory.
 MAX_LIVE_VERSIONS = 500
@@ -99,6 +100,19 @@ class ViewService:
             shown = ref[0] if ref[1] is None else f"{ref[0]}@{ref[1]}"
         client.default_view = shown
         await self.audit.record(audit.CLIENT_VIEW_SET, client_id, view=shown)
+        return client
+
+    async def assign_purpose(self, client_id: str, purpose: str | None) -> Client:
+        """Give the client a default consent purpose (a configured one), or none."""
+        client = await self.clients.get(client_id)
+        if purpose is not None:
+            purpose = purpose.strip().lower()
+            try:
+                check_purposes([purpose])
+            except ValueError as exc:
+                raise ViewError(str(exc)) from exc
+        client.default_purpose = purpose
+        await self.audit.record(audit.CLIENT_PURPOSE_SET, client_id, purpose=purpose)
         return client
 
 

@@ -24,10 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError
 from app.identity.identifiers import IdentifierError, Key
+from app.profiles import consent
 from app.profiles.bulk.pg import RETRYABLE, PgStore
 from app.profiles.bulk.plan import BulkResult, Plan, RecordOutcome, Store, make_plan, outcomes
 from app.profiles.bulk.sqlite import SqliteStore
 from app.profiles.documents import PreparedProfile, prepare
+from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import ProfileDocument
 
 # A concurrent writer can take an identifier between our read and our write; the batch then
@@ -167,14 +169,14 @@ class _Writer:
             # indexes) must outlive an attempt that is rolled back.
             await self.before_lookup()
         if self.session.get_bind().dialect.name != "postgresql":
-            return await _run(self.store, records, wanted)
+            return await _run(self.store, records, wanted, self.session)
         try:
             async with self.session.begin_nested():
                 # The SAVEPOINT (and the transaction) start only when a connection is asked
                 # for; the store's statements bypass SQLAlchemy, so ask before they run.
                 await self.session.connection()
                 self.store.check_transaction()
-                return await _run(self.store, records, wanted)
+                return await _run(self.store, records, wanted, self.session)
         except RETRYABLE as exc:
             raise Retry from exc
 
@@ -207,7 +209,10 @@ async def _store(session: AsyncSession) -> Store:
 
 
 async def _run(
-    store: Store, records: Sequence[tuple[int, PreparedProfile]], wanted: list[Key]
+    store: Store,
+    records: Sequence[tuple[int, PreparedProfile]],
+    wanted: list[Key],
+    session: AsyncSession,
 ) -> Written:
     lookup = asyncio.ensure_future(store.owners(wanted)) if wanted else None
     if lookup is not None:
@@ -221,7 +226,28 @@ async def _run(
     if existing and await store.lock(existing) != set(existing):
         raise Retry  # erased since we looked: its identifiers are free again
     changed = await store.write(plan)
+    changed |= await _consent(session, plan, records)
     keys = [key for t in plan.created for key in t.new_keys]
     if changed:
         keys.extend(await store.keys_of(sorted(changed)))
     return plan, changed, keys
+
+
+async def _consent(
+    session: AsyncSession, plan: Plan, records: Sequence[tuple[int, PreparedProfile]]
+) -> set[uuid.UUID]:
+    """Merge the consent decisions records carry into their profiles, in record order (after
+    the batch is written, in its transaction): the existing profiles whose consent changed.
+    A record without consent costs a dictionary test."""
+    carrying = {index: record for index, record in records if record.consent}
+    if not carrying:
+        return set()
+    repo = ProfileRepository(session)
+    changed: set[uuid.UUID] = set()
+    for index, profile_id, _ in plan.landings:
+        record = carrying.get(index)
+        if record is not None and record.consent:
+            if await consent.record(repo, profile_id, record.consent, record.source, "bulk"):
+                if not plan.targets[profile_id].is_new:
+                    changed.add(profile_id)
+    return changed

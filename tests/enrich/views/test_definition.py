@@ -106,7 +106,8 @@ class TestDefinition:
         ("definition", "says"),
         [
             ({}, "needs fields"),
-            ({"fields": ["traits.tier"], "purpose": "web"}, "unknown view member"),
+            ({"fields": ["traits.tier"], "max_age": 60}, "unknown view member"),
+            ({"fields": ["traits.tier"], "purpose": "web"}, "unknown consent purpose .web."),
             ({"fields": ["colour"]}, "unknown field"),
             ({"fields": ["found"]}, "traits, metrics, segments or recommendations"),
             ({"fields": ["segments.first"]}, "is a list"),

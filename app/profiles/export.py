@@ -1,9 +1,10 @@
 """A subject access request: everything held about one guest, in one document.
 
-The profile as GET answers it, and the guest's events, oldest first, a page at a time: a guest
-may have many more events than one answer should carry. ``events_next`` is the cursor of the
-next page (null on the last); it names where the page ended (received_at, client, event id),
-so events written meanwhile are not skipped or repeated.
+The profile as GET answers it, every consent change recorded for it, and the guest's events,
+oldest first, a page at a time: a guest may have many more events than one answer should
+carry. ``events_next`` is the cursor of the next page (null on the last); it names where the
+page ended (received_at, client, event id), so events written meanwhile are not skipped or
+repeated.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import AppError
 from app.core.models import Event
 from app.identity.identifiers import Key
+from app.profiles.repository import ProfileRepository
 from app.profiles.schemas import ProfileRead, as_utc, fit_ints, iso
 from app.profiles.service import ProfileService
 
@@ -38,11 +40,23 @@ class ExportedEvent(BaseModel):
     data: dict[str, Any]
 
 
+class ConsentChange(BaseModel):
+    purpose: str
+    status: str = Field(examples=["denied"])
+    at: datetime = Field(description="when the guest decided")
+    source: str | None
+    channel: str = Field(description="how it arrived: api, bulk (bulk, import) or event")
+    recorded_at: datetime
+
+
 class ProfileExport(BaseModel):
-    """Everything held about a guest: their profile and their events."""
+    """Everything held about a guest: their profile, their consent history, their events."""
 
     exported_at: datetime
     profile: ProfileRead
+    consent_history: list[ConsentChange] = Field(
+        description="every consent change recorded, oldest first (whole on every page)"
+    )
     events: list[ExportedEvent]
     events_next: str | None = Field(
         description="pass as `events_after` for the next page of events; null on the last"
@@ -91,11 +105,24 @@ async def export_profile(
     """The export of the guest ``key`` names (404 when none), with one page of events."""
     position = decode_cursor(after) if after else None
     profile = await ProfileService(session, region).get(key)
-    events, more = await _events(session, uuid.UUID(profile["profile_id"]), limit, position)
+    profile_id = uuid.UUID(profile["profile_id"])
+    events, more = await _events(session, profile_id, limit, position)
+    history = await ProfileRepository(session).consent_history(profile_id)
     last = events[-1] if events else None
     return {
         "exported_at": iso(datetime.now(UTC)),
         "profile": profile,
+        "consent_history": [
+            {
+                "purpose": change.purpose,
+                "status": change.status,
+                "at": iso(change.at),
+                "source": change.source,
+                "channel": change.channel,
+                "recorded_at": iso(change.recorded_at),
+            }
+            for change in history
+        ],
         "events": [
             {
                 "client_id": event.client_id,

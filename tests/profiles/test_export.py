@@ -152,3 +152,42 @@ class TestExportAudit:
         assert "jane" not in entry.target
         assert "jane" not in str(entry.details)
         assert entry.details["events"] == 2
+
+
+class TestExportConsent:
+    async def test_holds_every_consent_change_oldest_first_with_how_it_came(
+        self, http: httpx.AsyncClient, headers: dict[str, str], admin: dict[str, str]
+    ) -> None:
+        await jane_with_events(http, headers, 0)
+        path = "/v1/profiles/email/jane@example.com"
+        granted = {"status": "granted", "at": "2026-05-01T10:00:00Z", "source": "cmp"}
+        denied = {"status": "denied", "at": "2026-06-01T10:00:00Z"}
+        for decision in (granted, denied):
+            patch = await http.patch(
+                path,
+                json={"consent": {"marketing": decision}},
+                headers={**headers, "Content-Type": "application/merge-patch+json"},
+            )
+            assert patch.status_code == 200, patch.text
+        event = {
+            "event_id": "consent-1",
+            "type": "consent",
+            "identifiers": {"crm_id": "C-1001"},
+            "occurred_at": "2026-07-01T10:00:00Z",
+            "data": {"purpose": "analytics", "status": "denied", "source": "banner"},
+        }
+        assert (await http.post("/v1/events", json=event, headers=headers)).status_code == 202
+
+        body = (await http.get(EXPORT, headers=admin)).json()
+
+        changes = [
+            (c["purpose"], c["status"], c["at"], c["source"], c["channel"])
+            for c in body["consent_history"]
+        ]
+        assert changes == [
+            ("marketing", "granted", "2026-05-01T10:00:00Z", "cmp", "api"),
+            ("marketing", "denied", "2026-06-01T10:00:00Z", None, "api"),
+            ("analytics", "denied", "2026-07-01T10:00:00Z", "banner", "event"),
+        ]
+        assert all(c["recorded_at"].endswith("Z") for c in body["consent_history"])
+        assert body["profile"]["consent"]["marketing"]["status"] == "denied"

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from app.core.errors import AppError
@@ -161,8 +162,14 @@ def errors(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any
     return responses
 
 
-def method_not_allowed(router: APIRouter, path: str, allowed: Iterable[str]) -> None:
-    """Answer every other method on ``path`` with 405 and an ``Allow`` naming ``allowed``.
+def method_not_allowed(
+    router: APIRouter,
+    path: str,
+    allowed: Iterable[str],
+    route_class: type[APIRoute] | None = None,
+) -> None:
+    """Answer every other method on ``path`` with 405 and an ``Allow`` naming ``allowed``
+    (``route_class``: the path's own route class, when it matches in its own way).
 
     Add it after the path's real routes: Starlette picks a full match before a partial one.
     """
@@ -178,7 +185,13 @@ def method_not_allowed(router: APIRouter, path: str, allowed: Iterable[str]) -> 
             headers={"Allow": allow},
         )
 
-    router.add_api_route(path, not_allowed, methods=others, include_in_schema=False)
+    router.add_api_route(
+        path,
+        not_allowed,
+        methods=others,
+        include_in_schema=False,
+        route_class_override=route_class or router.route_class,
+    )
 
 
 # FastAPI writes the document with exclude_none, which also drops every null inside examples:

@@ -22,6 +22,8 @@ from app.enrich.schemas import (
     IDENTIFIERS_DESCRIPTION,
     MAX_IDENTIFIERS,
 )
+from app.profiles.limits import UnstorableError
+from app.profiles.schemas import fit_ints
 
 # Where the guest's fields go inside `params`; a caller's own params may not use the name.
 GUEST_PARAM = "enrich"
@@ -107,11 +109,15 @@ class CallFlows(BaseModel):
 
     @model_validator(mode="after")
     def _sendable(self) -> CallFlows:
-        # What Python's JSON reader takes but no JSON writer sends on: an integer past 64
-        # bits, a lone UTF-16 surrogate (``"\ud800"``). Refused here, not a 500 at the relay.
+        # An integer past 64 bits goes on as a float (JSON's number), as a profile write stores
+        # it; one past a float's range, or a lone UTF-16 surrogate (``"\ud800"``), which
+        # Python's JSON reader takes but no JSON writer sends on, is refused here, not a 500
+        # at the relay.
         try:
+            if self.params is not None:
+                fit_ints(self.params, "params")
             orjson.dumps(self.model_dump(exclude_none=True))
-        except orjson.JSONEncodeError as exc:
+        except (orjson.JSONEncodeError, UnstorableError) as exc:
             raise ValueError(f"a value cannot be sent on as JSON: {exc}") from None
         return self
 

@@ -116,6 +116,7 @@ router.add_api_route(
     route_class_override=ExportRoute,
     **openapi.EXPORT,
 )
+method_not_allowed(router, RESOURCE + "/export", ("GET",), route_class=ExportRoute)
 
 
 @router.get(RESOURCE, response_model=ProfileRead, **openapi.READ)

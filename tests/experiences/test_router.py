@@ -106,6 +106,17 @@ class TestRelay:
         assert guest["metrics"] == {"order_count": 3}
         assert guest["recommendations"] == []  # not in ENRICH_EXPERIENCE_FIELDS by default
 
+    async def test_an_integer_past_64_bits_goes_on_as_a_number(
+        self, http: httpx.AsyncClient, headers: dict[str, str], standin: CallFlowsStandIn
+    ) -> None:
+        # As a profile write stores it: JSON has one number type, and no JSON writer sends an
+        # integer that large, so it goes on as the float nearest to it.
+        response = await relay(http, headers, call(params={"n": 10**30, "m": [-(2**64)]}))
+        assert response.status_code == 200, response.text
+        sent = standin.received[0]["params"]
+        assert sent["n"] == 1e30
+        assert sent["m"] == [-float(2**64)]
+
     async def test_unknown_guest_is_sent_as_not_found(
         self, http: httpx.AsyncClient, headers: dict[str, str], standin: CallFlowsStandIn
     ) -> None:
@@ -226,7 +237,7 @@ class TestRefusals:
             ),
             pytest.param(call(identifiers={"provider": "BXLP"}), id="identifiers without id"),
             pytest.param(call(email="jane\u0085@example.com"), id="email with U+0085"),
-            pytest.param(call(params={"n": 10**30}), id="an integer past 64 bits"),
+            pytest.param(call(params={"n": 10**400}), id="an integer past a float's range"),
             pytest.param(call(email="jane@example\u3000.com"), id="email with U+3000"),
             pytest.param(call(channel="web"), id="lower-case channel"),
             pytest.param(call(currencyCode="euro"), id="currency not ISO 4217"),

@@ -132,6 +132,29 @@ class TestExport:
         assert exported.json()["profile"]["identifiers"]["crm_id"] == "a/export"
 
 
+class TestOtherMethodsOnTheExport:
+    @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "POST"])
+    async def test_are_405_and_touch_no_profile(
+        self, http: httpx.AsyncClient, headers: dict[str, str], method: str
+    ) -> None:
+        await jane_with_events(http, headers, 0)
+        response = await http.request(method, EXPORT, json={}, headers=headers)
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == "GET"
+        # Not taken for a write to a profile whose identifier is "jane@example.com/export".
+        assert (await http.get(EXPORT[: -len("/export")], headers=headers)).status_code == 200
+        unknown = await http.get("/v1/profiles/email/jane%40example.com%2Fexport", headers=headers)
+        assert unknown.status_code == 400  # no email ends in /export: the path was a read
+
+    async def test_a_value_ending_in_slash_export_is_written_with_its_slash_encoded(
+        self, http: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        written = await http.put("/v1/profiles/crm_id/a%2Fexport", json={}, headers=headers)
+        assert written.status_code == 201, written.text
+        erased = await http.delete("/v1/profiles/crm_id/a%2Fexport", headers=headers)
+        assert erased.status_code == 204
+
+
 class TestExportAudit:
     async def test_each_export_is_audited_without_its_content(
         self,

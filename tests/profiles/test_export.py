@@ -144,7 +144,7 @@ class TestOtherMethodsOnTheExport:
         # Not taken for a write to a profile whose identifier is "jane@example.com/export".
         assert (await http.get(EXPORT[: -len("/export")], headers=headers)).status_code == 200
         unknown = await http.get("/v1/profiles/email/jane%40example.com%2Fexport", headers=headers)
-        assert unknown.status_code == 400  # no email ends in /export: the path was a read
+        assert unknown.status_code == 404  # a read of a guest nobody is
 
     async def test_a_value_ending_in_slash_export_is_written_with_its_slash_encoded(
         self, http: httpx.AsyncClient, headers: dict[str, str]

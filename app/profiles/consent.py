@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from app.core.models.base import utcnow
+from app.core.models.base import as_utc, iso, utcnow
 from app.core.purposes import DEFAULT_PURPOSES, Rules, parse_purposes
 from app.profiles.repository import ProfileRepository
 
@@ -66,21 +66,6 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-def utc(moment: datetime) -> datetime:
-    """A zone-less time is UTC; every stored time is UTC."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError(f"{moment.isoformat()} is out of range in UTC") from exc
-
-
-def stamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``."""
-    return utc(moment).isoformat().replace("+00:00", "Z")
-
-
 class ConsentDecision(BaseModel):
     """One purpose's decision, as a write carries it."""
 
@@ -107,7 +92,7 @@ class ConsentDecision(BaseModel):
     @field_validator("at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else utc(value)
+        return None if value is None else as_utc(value)
 
 
 @dataclass(frozen=True)
@@ -135,8 +120,8 @@ def merged(
     result = dict(stored or {})
     changes: list[Change] = []
     for purpose, decision in decisions.items():
-        at = decision.at or utc(now)
-        entry = {"status": decision.status, "at": stamp(at), "source": decision.source or source}
+        at = decision.at or as_utc(now)
+        entry = {"status": decision.status, "at": iso(at), "source": decision.source or source}
         old = result.get(purpose)
         if old is not None:
             if old == entry or at < _stored_at(old):
@@ -148,7 +133,7 @@ def merged(
 
 def _stored_at(entry: Mapping[str, Any]) -> datetime:
     try:
-        return utc(datetime.fromisoformat(str(entry.get("at"))))
+        return as_utc(datetime.fromisoformat(str(entry.get("at"))))
     except ValueError:
         return datetime.min.replace(tzinfo=UTC)  # unreadable: any decision replaces it
 

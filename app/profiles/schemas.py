@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+# (re-exported: profiles, events and enrich import the time helpers from here)
+from app.core.models.base import as_utc as as_utc
+from app.core.models.base import iso as iso
 from app.core.openapi import PURPOSES_MARK
 from app.core.patterns import TYPE_NAME_PATTERN, W, absent_or_present_pattern, compiled
 from app.profiles.consent import ConsentDecision, check_purposes
@@ -82,24 +85,6 @@ def finite(value: Any, where: str) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where} holds a number that is not finite")
     return value
-
-
-def as_utc(moment: datetime) -> datetime:
-    """Timestamps without a zone are taken as UTC; every stored timestamp is UTC.
-
-    A time whose UTC equivalent falls outside years 1-9999 is a ValueError (a payload error).
-    """
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError(f"{moment.isoformat()} is out of range in UTC") from exc
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` (SQLite hands back naive UTC values)."""
-    return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 # What the metrics schema documents: the lenient forms it lists are accepted, and a few more

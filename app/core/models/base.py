@@ -30,3 +30,21 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Timestamps without a zone are taken as UTC; every stored timestamp is UTC.
+
+    A time whose UTC equivalent falls outside years 1-9999 is a ValueError (a payload error).
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{moment.isoformat()} is out of range in UTC") from exc
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` (SQLite hands back naive UTC values)."""
+    return as_utc(moment).isoformat().replace("+00:00", "Z")

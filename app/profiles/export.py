@@ -28,6 +28,9 @@ from app.profiles.schemas import ProfileRead, as_utc, fit_ints, iso
 from app.profiles.service import ProfileService
 
 MAX_EVENTS_PAGE = 10_000
+# A page also ends once its events' data pass this many bytes (at least one event a page): ten
+# thousand large events would otherwise be one answer of gigabytes.
+PAGE_MAX_BYTES = 8 * 1_048_576
 Position = tuple[datetime, str, str]
 
 
@@ -95,8 +98,19 @@ async def _events(
         if session.get_bind().dialect.name == "sqlite":
             at = at.replace(tzinfo=None)  # (stored naive, in UTC)
         query = query.where(tuple_(*order) > tuple_(at, client_id, event_id))
-    rows = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    rows: list[Event] = []
+    size = 0
+    # Streamed, so a page cut by its bytes never loaded the rest of the ``limit`` rows.
+    result = await session.stream_scalars(query.order_by(*order).limit(limit + 1))
+    try:
+        async for event in result:
+            if len(rows) == limit or (rows and size > PAGE_MAX_BYTES):
+                return rows, True
+            rows.append(event)
+            size += len(orjson.dumps(fit_ints(event.data or {})))
+    finally:
+        await result.close()
+    return rows, False
 
 
 async def export_profile(

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from app.audit.log import PROFILE_EXPORTED, AuditLog
+from app.profiles import export
 from tests.conftest import RunningApp, TokenMaker
 
 EXPORT = "/v1/profiles/email/jane@example.com/export"
@@ -78,6 +79,20 @@ class TestExport:
         ids = await jane_with_events(http, headers, 7)
         pages = await every_page(http, admin, limit=3)
         assert [len(page["events"]) for page in pages] == [3, 3, 1]
+        assert [e["event_id"] for page in pages for e in page["events"]] == ids
+
+    async def test_a_page_also_ends_at_its_byte_budget_and_the_next_goes_on(
+        self,
+        http: httpx.AsyncClient,
+        headers: dict[str, str],
+        admin: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        ids = await jane_with_events(http, headers, 5)
+        # Each event's data is {"page": "/p/N"} (15 bytes): the page ends past 20 bytes.
+        monkeypatch.setattr(export, "PAGE_MAX_BYTES", 20)
+        pages = await every_page(http, admin, limit=1000)
+        assert [len(page["events"]) for page in pages] == [2, 2, 1]
         assert [e["event_id"] for page in pages for e in page["events"]] == ids
 
     async def test_a_page_that_ends_with_the_last_event_says_there_is_no_next(
